@@ -1,0 +1,21 @@
+"""Wires the application from settings: the one place that knows every dependency."""
+
+from __future__ import annotations
+
+from application.app import Clock, utc_now
+from application.database import Database, open_database
+from application.engine.runner import Engine
+from application.service import WorkflowService
+from application.settings import Settings
+
+
+def bootstrap(
+    settings: Settings, *, database: Database | None = None, clock: Clock = utc_now
+) -> WorkflowService:
+    database = database or open_database(settings)
+    return WorkflowService(
+        env=database.eventsourcing_env(settings),
+        engine=Engine(),
+        clock=clock,
+        bundle_max_bytes=settings.bundle_max_bytes,
+    )

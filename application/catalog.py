@@ -1,0 +1,166 @@
+"""Catalog facts and definition administration.
+
+Catalog events arrive late, twice or out of order, each with a per-entity ``version``:
+a stale version changes nothing. Every handler is an upsert, so "updated before created"
+works, and a delete that arrives first leaves a tombstone that older events cannot revive.
+A credential that arrives before its skill pins itself in a ``pending`` deployment, which
+the skill activates when it arrives (ADR 0004). Each handler takes an optional
+``Tracking`` so the consumer saves a message's effect and its offset together.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking
+
+from application.app import WorkflowApplication
+from application.engine.builtin_templates import DEFAULT_TEMPLATE, load_template
+from application.engine.bundle import ParsedBundle, validate_bundle
+from domain.definition import WorkflowDefinition
+from domain.deployment import ACTIVE, RETIRED, WorkflowDeployment
+from domain.errors import NotAllowed
+from domain.identity import SYSTEM, Actor
+from domain.ids import definition_id, deployment_id
+
+TEMPLATE_MAX_BYTES = 1024 * 1024
+
+
+@lru_cache(maxsize=8)
+def _template_bundle(name: str) -> ParsedBundle:
+    return validate_bundle(load_template(name), max_bytes=TEMPLATE_MAX_BYTES)
+
+
+class CatalogCommands(WorkflowApplication):
+    """The catalog's and the admins' commands on definitions and deployments."""
+
+    # -- skills ----------------------------------------------------------------------------
+
+    def upsert_skill(
+        self, *, skill_id: str, version: int, name: str, description: str, status: str,
+        tracking: Tracking | None = None,
+    ) -> bool:
+        deployment = self._find(WorkflowDeployment, deployment_id(skill_id))
+        status = ACTIVE if status == ACTIVE else RETIRED
+        if deployment is None:
+            deployment = WorkflowDeployment(
+                skill_id=skill_id, name=name, description=description, status=status,
+                catalog_version=version,
+            )
+            changed = True
+        else:
+            changed = deployment.update_from_catalog(
+                name=name, description=description, status=status, catalog_version=version
+            )
+        self.save_all(deployment, tracking=tracking)
+        return changed
+
+    def delete_skill(self, *, skill_id: str, version: int, tracking: Tracking | None = None) -> bool:
+        deployment = self._find(WorkflowDeployment, deployment_id(skill_id)) or WorkflowDeployment.pending(skill_id)
+        changed = deployment.delete(catalog_version=version)
+        self.save_all(deployment, tracking=tracking)
+        return changed
+
+    # -- credentials -----------------------------------------------------------------------
+
+    def upsert_credential(
+        self, *, credential_id: str, version: int, skill_id: str, name: str, description: str,
+        template: str | None = None, tracking: Tracking | None = None,
+    ) -> bool:
+        definition = self._find(WorkflowDefinition, definition_id(credential_id))
+        changed_aggregates: list[object] = []
+        if definition is None:
+            bundle = _template_bundle(template or DEFAULT_TEMPLATE)
+            definition = WorkflowDefinition(
+                credential_id=credential_id, skill_id=skill_id, name=name,
+                description=description, catalog_version=version,
+            )
+            number = definition.add_version(
+                process_id=bundle.process_id, files=bundle.files, sha256=bundle.sha256,
+                spec_state=bundle.spec_state, engine_format=bundle.engine_format,
+                added_by=SYSTEM.user_id, template=template or DEFAULT_TEMPLATE,
+            )
+            deployment = self._deployment_or_pending(skill_id)
+            deployment.pin(credential_id=credential_id, definition_id=definition.id, version=number, by=SYSTEM.user_id)
+            changed_aggregates += [definition, deployment]
+            changed = True
+        else:
+            old_skill = definition.skill_id
+            changed = definition.update_from_catalog(
+                skill_id=skill_id, name=name, description=description, catalog_version=version
+            )
+            changed_aggregates.append(definition)
+            if changed and old_skill != skill_id and definition.versions:
+                old = self._deployment_or_pending(old_skill)
+                pinned = old.pins.get(credential_id)
+                old.unpin(credential_id=credential_id, by=SYSTEM.user_id)
+                new = self._deployment_or_pending(skill_id)
+                version_number = pinned["version"] if pinned else definition.latest_version
+                new.pin(credential_id=credential_id, definition_id=definition.id, version=version_number, by=SYSTEM.user_id)
+                changed_aggregates += [old, new]
+        self.save_all(*changed_aggregates, tracking=tracking)
+        return changed
+
+    def delete_credential(
+        self, *, credential_id: str, version: int, skill_id: str | None = None,
+        tracking: Tracking | None = None,
+    ) -> bool:
+        definition = self._find(WorkflowDefinition, definition_id(credential_id))
+        if definition is None:
+            definition = WorkflowDefinition(
+                credential_id=credential_id, skill_id=skill_id or "", name="", description="",
+                catalog_version=0,
+            )
+        changed = definition.delete(catalog_version=version)
+        aggregates: list[object] = [definition]
+        if changed and definition.skill_id:
+            deployment = self._find(WorkflowDeployment, deployment_id(definition.skill_id))
+            if deployment is not None:
+                deployment.unpin(credential_id=credential_id, by=SYSTEM.user_id)
+                aggregates.append(deployment)
+        self.save_all(*aggregates, tracking=tracking)
+        return changed
+
+    def _deployment_or_pending(self, skill_id: str) -> WorkflowDeployment:
+        return self._find(WorkflowDeployment, deployment_id(skill_id)) or WorkflowDeployment.pending(skill_id)
+
+    # -- administration --------------------------------------------------------------------
+
+    def upload_definition_version(self, actor: Actor, credential_id: str, files: dict[str, bytes]) -> int:
+        """Validates a bundle completely, then stores it as the next version.
+
+        Uploading the very same bundle again returns the version it already is.
+        """
+        _require_admin(actor, "upload definitions")
+        definition = self.get_definition(credential_id)
+        bundle = validate_bundle(files, max_bytes=self.bundle_max_bytes)
+        existing = definition.find_version_by_sha256(bundle.sha256)
+        if existing is not None:
+            return existing.number
+        number = definition.add_version(
+            process_id=bundle.process_id, files=bundle.files, sha256=bundle.sha256,
+            spec_state=bundle.spec_state, engine_format=bundle.engine_format, added_by=actor.user_id,
+        )
+        self.save_all(definition)
+        return number
+
+    def deploy_definition_version(self, actor: Actor, credential_id: str, number: int) -> UUID:
+        """Pins a version: new instances of the credential start on it."""
+        _require_admin(actor, "deploy definitions")
+        definition = self.get_definition(credential_id)
+        definition.get_version(number)
+        deployment = self.get_deployment(definition.skill_id)
+        deployment.pin(credential_id=credential_id, definition_id=definition.id, version=number, by=actor.user_id)
+        self.save_all(deployment)
+        return deployment.id
+
+    def set_deployment_status(self, actor: Actor, skill_id: str, status: str) -> None:
+        deployment = self.get_deployment(skill_id)
+        deployment.set_status(actor, status)
+        self.save_all(deployment)
+
+
+def _require_admin(actor: Actor, what: str) -> None:
+    if not actor.is_admin:
+        raise NotAllowed(f"only an admin can {what}")

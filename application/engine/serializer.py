@@ -1,0 +1,71 @@
+"""SpiffWorkflow state to and from plain JSON-able dicts.
+
+The spec of a definition version is serialized once, into the definition's event
+(``spec_state``); each instance event carries only the workflow's own state
+(``engine_state``), without the spec. ``ENGINE_FORMAT`` records the serializer version
+so a stored state written by an older SpiffWorkflow can be migrated on load.
+
+SpiffWorkflow's restore consumes the dicts it is given, so everything restored here is a
+private copy: stored state that other code holds is never changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from SpiffWorkflow.bpmn.serializer.workflow import BpmnWorkflowSerializer
+from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
+from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+
+_SERIALIZER = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(SPIFF_CONFIG))
+ENGINE_FORMAT = f"spiff-bpmn/{_SERIALIZER.VERSION}"
+_SPEC_KEYS = ("spec", "subprocess_specs")
+
+
+def _copy(value: dict[str, Any]) -> dict[str, Any]:
+    return msgspec.json.decode(msgspec.json.encode(value))
+
+
+def spec_state(spec: Any, subprocess_specs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "spec": _SERIALIZER.to_dict(spec),
+        "subprocess_specs": {name: _SERIALIZER.to_dict(s) for name, s in subprocess_specs.items()},
+    }
+
+
+def restore_spec(spec: dict[str, Any], engine_format: str) -> tuple[Any, dict[str, Any]]:
+    """The spec objects of a version, restored from a copy of its stored spec."""
+    spec = _copy(spec)
+    if engine_format != ENGINE_FORMAT:
+        spec = _migrated(spec, engine_format)
+    return (
+        _SERIALIZER.from_dict(spec["spec"]),
+        {name: _SERIALIZER.from_dict(s) for name, s in spec["subprocess_specs"].items()},
+    )
+
+
+def engine_state(workflow: BpmnWorkflow) -> dict[str, Any]:
+    state = _SERIALIZER.to_dict(workflow)
+    for key in _SPEC_KEYS:
+        state.pop(key, None)
+    return state
+
+
+def restore(specs: tuple[Any, dict[str, Any]], state: dict[str, Any], engine_format: str) -> BpmnWorkflow:
+    """Rebuilds a workflow around already restored spec objects and a stored state.
+
+    SpiffWorkflow's registry passes objects that are not dicts through unchanged, so the
+    spec objects are reused rather than rebuilt for every step.
+    """
+    whole = _copy(state)
+    if engine_format != ENGINE_FORMAT:
+        whole = _migrated(whole, engine_format)
+    whole["spec"], whole["subprocess_specs"] = specs
+    return _SERIALIZER.from_dict(whole)
+
+
+def _migrated(dct: dict[str, Any], engine_format: str) -> dict[str, Any]:
+    dct[_SERIALIZER.VERSION_KEY] = engine_format.rpartition("/")[2]
+    _SERIALIZER.migrate(dct)
+    return dct

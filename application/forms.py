@@ -1,0 +1,69 @@
+"""Task form data checked against the task's JSON Schema form.
+
+Every failing field is reported with its JSON path (``$.score``); a missing required
+field is reported at the path it should have had. Keys that start with ``_`` are refused
+whatever the schema says: form data becomes process data, which scripts read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+from domain.errors import InvalidInput, Problem
+
+FILE_FIELD = re.compile(r"(^|_)files?$")
+MAX_FORM_BYTES = 256 * 1024
+
+
+@lru_cache(maxsize=512)
+def _validator(schema_text: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_text), format_checker=FormatChecker())
+
+
+def _path(error: Any) -> str:
+    path = error.json_path
+    if error.validator == "required":
+        missing = re.match(r"'([^']+)' is a required property", error.message)
+        if missing:
+            return f"{path}.{missing.group(1)}" if path != "$" else f"$.{missing.group(1)}"
+    return path
+
+
+def validate_form(schema_text: str | None, data: Any) -> dict[str, Any]:
+    """Returns ``data`` when it satisfies the form; raises ``InvalidInput`` otherwise."""
+    if not isinstance(data, dict):
+        raise InvalidInput("form data must be a JSON object", [Problem("$", "expected an object")])
+    if len(json.dumps(data)) > MAX_FORM_BYTES:
+        raise InvalidInput("form data is too large", [Problem("$", f"at most {MAX_FORM_BYTES} bytes")])
+    problems = [
+        Problem(f"$.{key}", "field names may not start with '_'")
+        for key in data
+        if not isinstance(key, str) or key.startswith("_") or not key.isidentifier()
+    ]
+    if schema_text is None:
+        problems += [Problem(f"$.{key}", "this task has no form: send {}") for key in data]
+    else:
+        errors = sorted(_validator(schema_text).iter_errors(data), key=lambda e: e.json_path)
+        problems += [Problem(_path(error), error.message) for error in errors]
+    if problems:
+        raise InvalidInput("the form data is not valid", problems)
+    return data
+
+
+def file_references(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(JSON path, file id) for every value of a ``*_file``/``*_files`` field."""
+    found = []
+    for key, value in data.items():
+        if not FILE_FIELD.search(key):
+            continue
+        values = value if isinstance(value, list) else [value]
+        for index, item in enumerate(values):
+            if isinstance(item, str):
+                path = f"$.{key}[{index}]" if isinstance(value, list) else f"$.{key}"
+                found.append((path, item))
+    return found

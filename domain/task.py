@@ -1,0 +1,228 @@
+"""WorkflowTask: one user or manual task of an instance, from ready to done.
+
+A task in the ``Learner`` lane belongs to the instance's user from the start. A task in any
+other lane is offered to the group the lane names: a member claims it, and only the
+assignee completes it. Nothing happens to a completed or cancelled task.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import Conflict, NotAllowed
+from domain.event_types import Change, Entity, aggregate_topic, event_type, stored_topic
+from domain.identity import Actor
+
+OPEN, COMPLETED, CANCELLED, DELETED = "open", "completed", "cancelled", "deleted"
+USER_TASK, MANUAL_TASK = "user", "manual"
+
+
+def _topic(fact: str) -> str:
+    return stored_topic("Task", fact)
+
+
+class WorkflowTask(Aggregate):
+    TOPIC = aggregate_topic("Task")
+
+    class Event(Aggregate.Event):
+        TOPIC = _topic("Event")
+        EVENT_TYPE = event_type(Entity.TASK, Change.UPDATED)
+
+    class Created(Event, Aggregate.Created):
+        TOPIC = _topic("Created")
+        EVENT_TYPE = event_type(Entity.TASK, Change.CREATED)
+        instance_id: UUID
+        learner_id: str
+        credential_id: str
+        skill_id: str
+        engine_task_id: str
+        element_id: str
+        name: str
+        kind: str
+        candidate_group: str | None
+        assignee: str | None
+        form: str | None
+        documentation: str
+        due_at: datetime | None
+
+    class Claimed(Event):
+        TOPIC = _topic("Claimed")
+        EVENT_TYPE = event_type(Entity.TASK, Change.UPDATED)
+        by: str
+
+    class Unclaimed(Event):
+        TOPIC = _topic("Unclaimed")
+        EVENT_TYPE = event_type(Entity.TASK, Change.UPDATED)
+        by: str
+
+    class Reassigned(Event):
+        TOPIC = _topic("Reassigned")
+        EVENT_TYPE = event_type(Entity.TASK, Change.UPDATED)
+        by: str
+        assignee: str
+
+    class Completed(Event):
+        TOPIC = _topic("Completed")
+        EVENT_TYPE = event_type(Entity.TASK, Change.UPDATED)
+        by: str
+        data: dict[str, Any]
+        evidence: list[dict[str, Any]]
+
+    class Cancelled(Event):
+        TOPIC = _topic("Cancelled")
+        EVENT_TYPE = event_type(Entity.TASK, Change.UPDATED)
+        reason: str
+
+    class Deleted(Event):
+        TOPIC = _topic("Deleted")
+        EVENT_TYPE = event_type(Entity.TASK, Change.DELETED)
+        by: str
+
+    @event(Created)
+    def __init__(
+        self,
+        *,
+        id: UUID,  # noqa: A002 - eventsourcing takes the aggregate id from this argument
+        instance_id: UUID,
+        learner_id: str,
+        credential_id: str,
+        skill_id: str,
+        engine_task_id: str,
+        element_id: str,
+        name: str,
+        kind: str,
+        candidate_group: str | None,
+        assignee: str | None,
+        form: str | None,
+        documentation: str,
+        due_at: datetime | None,
+    ) -> None:
+        self.instance_id = instance_id
+        self.learner_id = learner_id
+        self.credential_id = credential_id
+        self.skill_id = skill_id
+        self.engine_task_id = engine_task_id
+        self.element_id = element_id
+        self.name = name
+        self.kind = kind
+        self.candidate_group = candidate_group
+        self.assignee = assignee
+        self.form = form
+        self.documentation = documentation
+        self.due_at = due_at
+        self.status = OPEN
+        self.completed_by: str | None = None
+        self.completed_at: datetime | None = None
+        self.data: dict[str, Any] = {}
+        self.evidence: list[dict[str, Any]] = []
+        self.cancel_reason: str | None = None
+
+    # -- queries -----------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == OPEN
+
+    @property
+    def is_learner_task(self) -> bool:
+        return self.candidate_group is None
+
+    def can_view(self, actor: Actor) -> bool:
+        return (
+            actor.is_admin
+            or actor.user_id in (self.assignee, self.learner_id)
+            or actor.is_member(self.candidate_group)
+        )
+
+    # -- commands: decide, then record ---------------------------------------------------
+
+    def claim(self, actor: Actor) -> None:
+        self._require_open()
+        if self.assignee == actor.user_id:
+            return
+        if self.is_learner_task:
+            raise NotAllowed("this task belongs to the learner and cannot be claimed")
+        if not actor.is_member(self.candidate_group):
+            raise NotAllowed(f"only members of group '{self.candidate_group}' can claim this task")
+        if self.assignee is not None:
+            raise Conflict("the task is already claimed by another user")
+        self._claimed(by=actor.user_id)
+
+    def unclaim(self, actor: Actor) -> None:
+        self._require_open()
+        if self.is_learner_task:
+            raise NotAllowed("this task belongs to the learner and cannot be handed back")
+        if self.assignee is None:
+            return
+        if self.assignee != actor.user_id and not actor.is_admin:
+            raise NotAllowed("only the assignee or an admin can hand this task back")
+        self._unclaimed(by=actor.user_id)
+
+    def reassign(self, actor: Actor, assignee: str) -> None:
+        if not actor.is_admin:
+            raise NotAllowed("only an admin can reassign a task")
+        self._require_open()
+        if not assignee.strip():
+            raise Conflict("the new assignee must be a user id")
+        if assignee != self.assignee:
+            self._reassigned(by=actor.user_id, assignee=assignee)
+
+    def complete(
+        self, actor: Actor, data: dict[str, Any], evidence: list[dict[str, Any]] | None = None
+    ) -> None:
+        self._require_open()
+        if self.assignee is None:
+            if actor.is_member(self.candidate_group):
+                raise Conflict("claim the task before completing it")
+            raise NotAllowed("only the assignee can complete this task")
+        if self.assignee != actor.user_id:
+            raise NotAllowed("only the assignee can complete this task")
+        self._completed(by=actor.user_id, data=data, evidence=list(evidence or []))
+
+    def cancel(self, reason: str) -> None:
+        """The engine withdrew the task or its instance ended: idempotent."""
+        if self.is_open:
+            self._cancelled(reason=reason)
+
+    def delete(self, actor: Actor) -> None:
+        if self.status != DELETED:
+            self._deleted(by=actor.user_id)
+
+    def _require_open(self) -> None:
+        if self.status != OPEN:
+            raise Conflict(f"the task is {self.status}")
+
+    # -- mutators: assign only -------------------------------------------------------------
+
+    @event(Claimed)
+    def _claimed(self, by: str) -> None:
+        self.assignee = by
+
+    @event(Unclaimed)
+    def _unclaimed(self, by: str) -> None:
+        self.assignee = None
+
+    @event(Reassigned)
+    def _reassigned(self, by: str, assignee: str) -> None:
+        self.assignee = assignee
+
+    @event(Completed)
+    def _completed(self, by: str, data: dict[str, Any], evidence: list[dict[str, Any]]) -> None:
+        self.status = COMPLETED
+        self.completed_by = by
+        self.completed_at = self.modified_on
+        self.data = data
+        self.evidence = evidence
+
+    @event(Cancelled)
+    def _cancelled(self, reason: str) -> None:
+        self.status = CANCELLED
+        self.cancel_reason = reason
+
+    @event(Deleted)
+    def _deleted(self, by: str) -> None:
+        self.status = DELETED
