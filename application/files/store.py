@@ -1,0 +1,411 @@
+"""The file store: evidence files under ``<root>/skillbase/workflow/<file-uuid>.<extension>``.
+
+A write streams into a hidden ``.<file-uuid>.<extension>.partial`` in the same directory,
+counting bytes and hashing as it goes, is fsynced, given its final name (a hard link, so an
+existing file is never replaced; a rename where links are not supported) and the directory
+fsynced: a reader sees the whole file or nothing. A crash leaves only the hidden partial, which
+``list_files`` never shows and ``sweep_partials`` removes. Paths are built only from a UUID and
+an extension from the fixed table, never from anything a client named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import threading
+import time
+from collections.abc import AsyncIterable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO, NamedTuple, Protocol
+from uuid import UUID, uuid4
+
+from domain.errors import Conflict, InvalidInput, NotFound, TooLarge, Unavailable, Unsupported
+
+from .media_types import extension_for, is_stored_extension, normalize
+
+SUBDIRECTORY = ("skillbase", "workflow")
+PARTIAL_SUFFIX = ".partial"
+FILE_MODE = 0o640
+# write_async hands the disk thread this much at a time: few thread hops, bounded memory.
+ASYNC_BATCH = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    file_id: UUID
+    extension: str
+    media_type: str
+    size: int
+    sha256: str  # lower-case hex
+    path: Path
+
+
+class ListedFile(NamedTuple):
+    file_id: UUID
+    extension: str
+    size: int
+    mtime: datetime  # UTC
+
+
+class FileStore(Protocol):
+    def write(
+        self, chunks: Iterable[bytes], media_type: str, file_id: UUID | None = None
+    ) -> StoredFile: ...
+
+    async def write_async(
+        self, chunks: AsyncIterable[bytes], media_type: str, file_id: UUID | None = None
+    ) -> StoredFile: ...
+
+    def open(self, file_id: UUID | str, extension: str) -> BinaryIO: ...
+
+    def path_for(self, file_id: UUID | str, extension: str) -> Path: ...
+
+    def exists(self, file_id: UUID | str, extension: str) -> bool: ...
+
+    def delete(self, file_id: UUID | str, extension: str) -> bool: ...
+
+    def list_files(self) -> Iterator[ListedFile]: ...
+
+    def sweep_partials(self, older_than: timedelta) -> list[Path]: ...
+
+
+class PosixFileStore:
+    """A ``FileStore`` on any POSIX directory: a local one, or a JuiceFS mount in production.
+
+    With ``require_mount`` the root must be a mount point, so an unmounted JuiceFS directory
+    is reported as ``Unavailable`` instead of silently filling the local disk.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        max_bytes: int,
+        allowed_types: tuple[str, ...],
+        *,
+        require_mount: bool = False,
+    ) -> None:
+        unknown = [t for t in allowed_types if not _known_type(t)]
+        if unknown:
+            raise ValueError(f"allowed file types not in the media type table: {unknown}")
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.root = Path(root)
+        self.directory = self.root.joinpath(*SUBDIRECTORY)
+        self.max_bytes = max_bytes
+        self.allowed_types = tuple(normalize(t) for t in allowed_types)
+        self.require_mount = require_mount
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def write(
+        self, chunks: Iterable[bytes], media_type: str, file_id: UUID | None = None
+    ) -> StoredFile:
+        partial = self._begin(media_type, file_id)
+        try:
+            for chunk in chunks:
+                partial.write(chunk)
+            return partial.commit()
+        finally:
+            partial.abort()
+
+    async def write_async(
+        self, chunks: AsyncIterable[bytes], media_type: str, file_id: UUID | None = None
+    ) -> StoredFile:
+        partial = await asyncio.to_thread(self._begin, media_type, file_id)
+        try:
+            batch, received = bytearray(), 0
+            async for chunk in chunks:
+                received += len(chunk)
+                if received > self.max_bytes:
+                    raise self._too_large()
+                batch += chunk
+                if len(batch) >= ASYNC_BATCH:
+                    full, batch = batch, bytearray()
+                    await asyncio.to_thread(partial.write, full)
+            await asyncio.to_thread(partial.write, batch)
+            return await asyncio.to_thread(partial.commit)
+        finally:
+            # Waits for a write still running in its thread; survives a second cancellation.
+            await asyncio.shield(asyncio.to_thread(partial.abort))
+
+    def _begin(self, media_type: str, file_id: UUID | None) -> _PartialFile:
+        media_type = normalize(media_type)
+        if media_type not in self.allowed_types:
+            raise Unsupported(
+                f"files of type {media_type!r} are not accepted; "
+                f"allowed: {', '.join(self.allowed_types)}"
+            )
+        extension = extension_for(media_type)
+        file_id = uuid4() if file_id is None else _file_id(file_id)
+        directory = self._ready_directory(create=True)
+        final = directory / f"{file_id}.{extension}"
+        if _exists(final):
+            raise Conflict(f"file {file_id}.{extension} already exists")
+        temp = directory / f".{file_id}.{extension}{PARTIAL_SUFFIX}"
+        with _unavailable_on_os_error("start writing", temp):
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            except FileExistsError:
+                raise Conflict(f"file {file_id}.{extension} is being written already") from None
+        return _PartialFile(
+            fd, temp, final, StoredFile(file_id, extension, media_type, 0, "", final), self
+        )
+
+    def _too_large(self) -> TooLarge:
+        return TooLarge(f"file is larger than the limit of {self.max_bytes} bytes")
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def path_for(self, file_id: UUID | str, extension: str) -> Path:
+        """The final path of a file; ``InvalidInput`` unless a UUID and a known extension."""
+        if not isinstance(extension, str) or not is_stored_extension(extension):
+            raise InvalidInput(f"not a stored file extension: {extension!r}")
+        return self.directory / f"{_file_id(file_id)}.{extension}"
+
+    def open(self, file_id: UUID | str, extension: str) -> BinaryIO:
+        path = self.path_for(file_id, extension)
+        self._ready_directory()
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            return os.fdopen(fd, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"file {path.name} not found") from None
+        except OSError as error:
+            raise Unavailable(f"file store cannot read {path.name}: {error}") from error
+
+    def exists(self, file_id: UUID | str, extension: str) -> bool:
+        path = self.path_for(file_id, extension)
+        self._ready_directory()
+        with _unavailable_on_os_error("look up", path):
+            return _exists(path)
+
+    def delete(self, file_id: UUID | str, extension: str) -> bool:
+        """Removes the file; False if it was not there."""
+        path = self.path_for(file_id, extension)
+        directory = self._ready_directory()
+        with _unavailable_on_os_error("delete", path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return False
+            _fsync_directory(directory)
+        return True
+
+    def list_files(self) -> Iterator[ListedFile]:
+        """Every complete file; partials, strays and foreign names are left out."""
+        directory = self._ready_directory()
+        with _unavailable_on_os_error("list", directory):
+            try:
+                entries = list(os.scandir(directory))
+            except FileNotFoundError:
+                return
+        for entry in entries:
+            parsed = _parse_name(entry.name)
+            if parsed is None:
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted while we listed
+            yield ListedFile(
+                parsed[0], parsed[1], info.st_size, datetime.fromtimestamp(info.st_mtime, UTC)
+            )
+
+    def sweep_partials(self, older_than: timedelta) -> list[Path]:
+        """Removes ``.partial`` files not written to for ``older_than``; returns them."""
+        directory = self._ready_directory()
+        cutoff = time.time() - older_than.total_seconds()
+        removed: list[Path] = []
+        with _unavailable_on_os_error("sweep", directory):
+            try:
+                entries = list(os.scandir(directory))
+            except FileNotFoundError:
+                return removed
+            for entry in entries:
+                if not (entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX)):
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
+                        os.unlink(entry.path)
+                        removed.append(Path(entry.path))
+                except FileNotFoundError:
+                    continue  # finished or swept meanwhile
+        return removed
+
+    # --- the root --------------------------------------------------------------------------
+
+    def _ready_directory(self, create: bool = False) -> Path:
+        """``<root>/skillbase/workflow``; ``Unavailable`` if the root is missing or unmounted."""
+        try:
+            os.stat(self.root)
+            mounted = os.path.ismount(self.root)
+        except OSError as error:  # missing, or a FUSE mount whose daemon died (ENOTCONN)
+            raise Unavailable(f"file store root {self.root} is not available: {error}") from error
+        if self.require_mount and not mounted:
+            raise Unavailable(f"file store root {self.root} is not mounted")
+        if not self.root.is_dir():
+            raise Unavailable(f"file store root {self.root} is not a directory")
+        if create:
+            with _unavailable_on_os_error("create", self.directory):
+                parent = self.root
+                for name in SUBDIRECTORY:  # never creates the root itself
+                    parent = parent / name
+                    parent.mkdir(mode=0o750, exist_ok=True)
+        return self.directory
+
+
+class _PartialFile:
+    """One write in progress. Thread-safe: ``abort`` waits for a ``write`` in another thread."""
+
+    def __init__(
+        self, fd: int, temp: Path, final: Path, stored: StoredFile, store: PosixFileStore
+    ) -> None:
+        self._file: BinaryIO | None = os.fdopen(fd, "wb")
+        self._temp = temp
+        self._final = final
+        self._stored = stored
+        self._store = store
+        self._size = 0
+        self._hash = hashlib.sha256()
+        self._committed = False
+        self._lock = threading.Lock()
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        with self._lock:
+            if self._file is None:
+                raise RuntimeError("write after commit or abort")
+            if self._size + len(chunk) > self._store.max_bytes:
+                raise self._store._too_large()
+            self._hash.update(chunk)
+            with _unavailable_on_os_error("write", self._temp):
+                self._file.write(chunk)
+            self._size += len(chunk)
+
+    def commit(self) -> StoredFile:
+        with self._lock:
+            if self._file is None:
+                raise RuntimeError("commit after commit or abort")
+            with _unavailable_on_os_error("save", self._final):
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
+                _publish(self._temp, self._final)
+                self._committed = True
+                _fsync_directory(self._final.parent)
+            return StoredFile(
+                self._stored.file_id,
+                self._stored.extension,
+                self._stored.media_type,
+                self._size,
+                self._hash.hexdigest(),
+                self._final,
+            )
+
+    def abort(self) -> None:
+        """Closes and removes the partial, unless ``commit`` renamed it."""
+        with self._lock:
+            if self._committed:
+                return
+            if self._file is not None:
+                try:
+                    self._file.close()
+                except OSError:
+                    pass
+                self._file = None
+            try:
+                os.unlink(self._temp)
+            except OSError:
+                pass  # left for sweep_partials
+
+
+class _unavailable_on_os_error:
+    """Turns an ``OSError`` (disk full, mount gone, I/O error) into ``Unavailable``."""
+
+    def __init__(self, action: str, path: Path) -> None:
+        self.action, self.path = action, path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if isinstance(error, OSError) and not isinstance(error, FileExistsError):
+            raise Unavailable(
+                f"file store cannot {self.action} {self.path.name}: {error.strerror or error}"
+            ) from error
+        return False
+
+
+def _file_id(value: UUID | str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidInput(f"not a file id: {value!r}") from None
+
+
+def _known_type(media_type: str) -> bool:
+    try:
+        extension_for(media_type)
+    except Unsupported:
+        return False
+    return True
+
+
+def _parse_name(name: str) -> tuple[UUID, str] | None:
+    stem, dot, extension = name.partition(".")
+    if not dot or not is_stored_extension(extension):
+        return None
+    try:
+        file_id = UUID(stem)
+    except ValueError:
+        return None
+    return (file_id, extension) if str(file_id) == stem else None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _publish(temp: Path, final: Path) -> None:
+    """Gives the fsynced temp file its final name: atomically, and never over another file.
+
+    A hard link fails if the name is taken, where ``os.rename`` would silently replace a file
+    whose sha256 is already on record; on a filesystem without hard links, rename it is.
+    """
+    try:
+        os.link(temp, final)
+    except FileExistsError:
+        raise Conflict(f"file {final.name} already exists") from None
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.ENOSYS):
+            raise
+        os.rename(temp, final)
+        return
+    try:
+        os.unlink(temp)
+    except OSError:
+        pass  # the file is saved; sweep_partials removes the second name
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
