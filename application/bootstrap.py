@@ -5,6 +5,7 @@ from __future__ import annotations
 from application.app import Clock, utc_now
 from application.database import Database, open_database
 from application.engine.runner import Engine
+from application.files.store import PosixFileStore
 from application.service import WorkflowService
 from application.settings import Settings
 
@@ -19,3 +20,11 @@ def bootstrap(
         clock=clock,
         bundle_max_bytes=settings.bundle_max_bytes,
     )
+
+
+def open_file_store(settings: Settings) -> PosixFileStore:
+    """The local directory by default (created on first use); in production the configured
+    root, a JuiceFS mount, which is never created here: a missing mount is an outage."""
+    if not settings.files_root:
+        settings.files_directory.mkdir(parents=True, exist_ok=True)
+    return PosixFileStore(settings.files_directory, settings.files_max_bytes, settings.files_allowed_types)

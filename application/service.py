@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from application.catalog import CatalogCommands
+from application.file_commands import FileCommands
 
 
-class WorkflowService(CatalogCommands):
-    """Instances, tasks, catalog facts and definition administration."""
+class WorkflowService(FileCommands, CatalogCommands):
+    """Instances, tasks, files, catalog facts and definition administration."""

@@ -1,0 +1,74 @@
+"""Files attached to an instance: the bytes live in the file store, the fact in the log.
+
+The upload path checks permission first, streams the bytes to the store, then records
+``FileAttached``. A crash between the two leaves an unreferenced file that housekeeping
+removes after its grace period; never a reference to a file that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from application.app import WorkflowApplication
+from domain.errors import Conflict, NotAllowed, NotFound
+from domain.identity import Actor
+
+MAX_NAME = 255
+
+
+class FileCommands(WorkflowApplication):
+    def check_can_upload(self, actor: Actor, instance_id: UUID) -> None:
+        """Raises unless ``actor`` may add files to the instance (before any byte is read)."""
+        instance = self.visible_instance(actor, instance_id)
+        if not (actor.is_admin or actor.user_id == instance.user_id):
+            raise NotAllowed("only the learner or an admin can add files to this instance")
+        if not instance.is_running:
+            raise Conflict(f"the instance is {instance.status}")
+
+    def attach_file(
+        self, actor: Actor, instance_id: UUID, *, file_id: UUID, extension: str, media_type: str,
+        size: int, sha256: str, name: str,
+    ) -> dict[str, Any]:
+        instance = self.visible_instance(actor, instance_id)
+        file = {
+            "id": str(file_id),
+            "extension": extension,
+            "media_type": media_type,
+            "size": size,
+            "sha256": sha256,
+            "name": _clean_name(name),
+            "uploaded_by": actor.user_id,
+        }
+        instance.attach_file(actor, file)
+        self.save_all(instance)
+        return file
+
+    def readable_file(self, actor: Actor, instance_id: UUID, file_id: str) -> dict[str, Any]:
+        """The file's record, if ``actor`` may read it: the learner, an admin, or a
+        member of a group that has (or had) a task in this instance."""
+        instance = self.get_instance(instance_id)
+        file = instance.files.get(str(file_id))
+        allowed = instance.can_view(actor) or any(
+            actor.is_member(group) for group in self.instance_groups(instance)
+        )
+        if file is None or not allowed:
+            raise NotFound(f"file {file_id} not found")
+        return file
+
+    def instance_groups(self, instance: Any) -> set[str]:
+        groups = set()
+        version = self.definition_version(instance.definition_id, instance.definition_version)
+        spec = version.spec_state["spec"]["task_specs"]
+        for task_spec in spec.values():
+            lane = task_spec.get("lane")
+            if lane:
+                groups.add(lane.strip().casefold())
+        groups.discard("learner")
+        return groups
+
+
+def _clean_name(name: str) -> str:
+    """A client's file name is metadata only: control characters and path parts go."""
+    name = "".join(ch for ch in name if ch.isprintable()).replace("\\", "/").rsplit("/", 1)[-1]
+    return name[:MAX_NAME] or "file"

@@ -1,0 +1,1 @@
+"""Kafka adapter: CloudEvents codecs, catalog event types, client settings, dead letters."""
