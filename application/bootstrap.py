@@ -27,4 +27,9 @@ def open_file_store(settings: Settings) -> PosixFileStore:
     root, a JuiceFS mount, which is never created here: a missing mount is an outage."""
     if not settings.files_root:
         settings.files_directory.mkdir(parents=True, exist_ok=True)
-    return PosixFileStore(settings.files_directory, settings.files_max_bytes, settings.files_allowed_types)
+    return PosixFileStore(
+        settings.files_directory,
+        settings.files_max_bytes,
+        settings.files_allowed_types,
+        require_mount=bool(settings.files_root) and settings.files_require_mount,
+    )

@@ -33,6 +33,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Files: the directory under which ``skillbase/workflow/<uuid>.<ext>`` lives.
     # Empty means ``<data_dir>/files``. In production: the path of a JuiceFS mount.
     files_root: str = ""
+    # With ``files_root`` set, refuse to write unless it is a mount point (a JuiceFS volume
+    # that is not mounted must be an outage, not a silently filling local disk).
+    files_require_mount: bool = True
     files_max_bytes: int = 100 * 1024 * 1024
     files_allowed_types: tuple[str, ...] = (
         "image/jpeg",

@@ -19,11 +19,6 @@ import pytest
 from application.files import PosixFileStore
 from domain.errors import Conflict
 
-try:  # TODO: drop once tests/conftest.py has pytest_plugins = ["tests.fixtures.juicefs"]
-    from tests.fixtures.juicefs import juicefs_mount  # noqa: F401
-except ModuleNotFoundError:  # no root conftest yet, so the repository root is not on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.fixtures.juicefs import juicefs_mount  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

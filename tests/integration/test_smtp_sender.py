@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 from datetime import datetime, timezone
-from pathlib import Path
 from uuid import UUID
 
 import pytest
 
 from application.mail import MailDeliveryFailed, OutgoingEmail, SmtpSender, message_id_for
 
-try:  # TODO: drop once tests/conftest.py has pytest_plugins = ["tests.fixtures.smtp"]
-    from tests.fixtures.smtp import smtp_server  # noqa: F401
-except ModuleNotFoundError:  # no root conftest yet, so the repository root is not on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.fixtures.smtp import smtp_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
