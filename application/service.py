@@ -8,3 +8,7 @@ from application.file_commands import FileCommands
 
 class WorkflowService(FileCommands, CatalogCommands):
     """Instances, tasks, files, catalog facts and definition administration."""
+
+    # eventsourcing names the tables after the application (``skillbaseworkflow_events``)
+    # and would otherwise take the class name: pinned, so a rename never moves the store.
+    name = "SkillbaseWorkflow"
