@@ -7,6 +7,7 @@ ignored. A deleted definition starts nothing new.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -163,6 +164,7 @@ class WorkflowDefinition(Aggregate):
         engine_format: str,
         added_by: str,
         template: str | None,
+        timestamp: datetime | None = None,  # the event's own time (see WorkflowTask._completed)
     ) -> None:
         self.versions[number] = DefinitionVersion(
             number=number,
@@ -172,7 +174,7 @@ class WorkflowDefinition(Aggregate):
             spec_state=spec_state,
             engine_format=engine_format,
             added_by=added_by,
-            added_at=self.modified_on,
+            added_at=timestamp,
             template=template,
         )
 

@@ -228,29 +228,39 @@ class WorkflowInstance(Aggregate):
         self.open_tasks = [t for t in self.open_tasks if t not in closed] + list(opened_tasks)
         self.timers = timers
 
+    # A mutator runs before eventsourcing sets ``modified_on`` to the event's time, so
+    # ``ended_at`` is read from the event itself: ``timestamp`` is passed in from the
+    # event on replay, and callers never give it.
+
     @event(Completed)
-    def _completed(self, result: str, end_element_id: str, evidence: list[dict[str, Any]]) -> None:
+    def _completed(
+        self, result: str, end_element_id: str, evidence: list[dict[str, Any]], timestamp: datetime | None = None
+    ) -> None:
         self.status = COMPLETED
         self.result = result
         self.end_element_id = end_element_id
         self.evidence = evidence
-        self.ended_at = self.modified_on
+        self.ended_at = timestamp
         self.open_tasks = []
         self.timers = []
 
     @event(Cancelled)
-    def _cancelled(self, by: str, reason: str, closed_tasks: list[UUID]) -> None:
+    def _cancelled(
+        self, by: str, reason: str, closed_tasks: list[UUID], timestamp: datetime | None = None
+    ) -> None:
         self.status = CANCELLED
         self.cancel_reason = reason
-        self.ended_at = self.modified_on
+        self.ended_at = timestamp
         self.open_tasks = []
         self.timers = []
 
     @event(Failed)
-    def _failed(self, element_id: str | None, error: str, closed_tasks: list[UUID]) -> None:
+    def _failed(
+        self, element_id: str | None, error: str, closed_tasks: list[UUID], timestamp: datetime | None = None
+    ) -> None:
         self.status = FAILED
         self.error = error
-        self.ended_at = self.modified_on
+        self.ended_at = timestamp
         self.open_tasks = []
         self.timers = []
 

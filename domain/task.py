@@ -210,11 +210,17 @@ class WorkflowTask(Aggregate):
     def _reassigned(self, by: str, assignee: str) -> None:
         self.assignee = assignee
 
+    # A mutator runs before eventsourcing sets ``modified_on`` to the event's time, so
+    # "when it happened" is read from the event itself: ``timestamp`` is passed in from
+    # the event on replay, and callers never give it.
+
     @event(Completed)
-    def _completed(self, by: str, data: dict[str, Any], evidence: list[dict[str, Any]]) -> None:
+    def _completed(
+        self, by: str, data: dict[str, Any], evidence: list[dict[str, Any]], timestamp: datetime | None = None
+    ) -> None:
         self.status = COMPLETED
         self.completed_by = by
-        self.completed_at = self.modified_on
+        self.completed_at = timestamp
         self.data = data
         self.evidence = evidence
 
