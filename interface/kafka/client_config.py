@@ -37,9 +37,13 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
 
 
 def _common(settings: Settings) -> dict[str, Any]:
-    servers = [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
+    servers = [
+        s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()
+    ]
     if not servers:
-        raise ValueError("SKILLBASE_WORKFLOW_KAFKA_BOOTSTRAP_SERVERS is empty: Kafka is off")
+        raise ValueError(
+            "SKILLBASE_WORKFLOW_KAFKA_BOOTSTRAP_SERVERS is empty: Kafka is off"
+        )
     protocol = settings.kafka_security_protocol.strip().upper()
     if protocol not in _PROTOCOLS:
         raise ValueError(
@@ -52,7 +56,9 @@ def _common(settings: Settings) -> dict[str, Any]:
         "security_protocol": protocol,
     }
     if protocol.endswith("SSL"):
-        config["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile or None)
+        config["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile or None
+        )
     if protocol.startswith("SASL"):
         mechanism = (settings.kafka_sasl_mechanism or "PLAIN").strip().upper()
         if mechanism not in _MECHANISMS:

@@ -88,7 +88,9 @@ def is_json(content_type: str | None) -> bool:
 
 def decode_structured(value: bytes | None) -> CloudEvent:
     if not value:
-        raise UndecodableMessage("empty value: expected a CloudEvent in structured JSON")
+        raise UndecodableMessage(
+            "empty value: expected a CloudEvent in structured JSON"
+        )
     try:
         wire = _structured.decode(value)
     except msgspec.ValidationError as error:
@@ -159,10 +161,14 @@ def decode_message(headers: Headers, value: bytes | None) -> CloudEvent:
         elif key == "ce_specversion":
             binary = True
     if content_type is not None and content_type.startswith(_BATCH_CONTENT_TYPE):
-        raise UndecodableMessage(f"unsupported content-type `{content_type}` (batched mode)")
+        raise UndecodableMessage(
+            f"unsupported content-type `{content_type}` (batched mode)"
+        )
     if content_type is not None and content_type.startswith("application/cloudevents"):
         if content_type != STRUCTURED_CONTENT_TYPE:
-            raise UndecodableMessage(f"unsupported structured content-type `{content_type}`")
+            raise UndecodableMessage(
+                f"unsupported structured content-type `{content_type}`"
+            )
         return decode_structured(value)
     if binary:
         return decode_binary(headers, value)

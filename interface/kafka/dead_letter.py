@@ -7,7 +7,7 @@ record came from and why it was set aside. Send it under the original key.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 DLQ_HEADERS = ("dlq_reason", "dlq_topic", "dlq_partition", "dlq_offset", "dlq_at")
 MAX_REASON_BYTES = 4096
@@ -29,7 +29,7 @@ def dead_letter_record(
     ``dlq_*`` headers already on the record (one replayed from the dead-letter topic)
     are replaced, so each record says only why it failed last.
     """
-    at = at or datetime.now(timezone.utc)
+    at = at or datetime.now(UTC)
     kept = [(name, raw) for name, raw in headers if name not in DLQ_HEADERS]
     # Cut to a bound without splitting a UTF-8 sequence.
     reason_bytes = reason.encode("utf-8", "replace")[:MAX_REASON_BYTES]
@@ -39,5 +39,8 @@ def dead_letter_record(
         ("dlq_topic", topic.encode("utf-8")),
         ("dlq_partition", str(partition).encode("ascii")),
         ("dlq_offset", str(offset).encode("ascii")),
-        ("dlq_at", at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z").encode("ascii")),
+        (
+            "dlq_at",
+            at.astimezone(UTC).isoformat().replace("+00:00", "Z").encode("ascii"),
+        ),
     ]
