@@ -39,6 +39,14 @@ class WorkflowInstance(Aggregate):
         TOPIC = _topic("Event")
         EVENT_TYPE = event_type(Entity.INSTANCE, Change.UPDATED)
 
+    class Created(Event, Aggregate.Created):
+        """Never recorded: an instance begins with ``Started``. Declared so that the class
+        eventsourcing would otherwise derive from ``Aggregate.Created`` does not inherit the
+        topic of ``Event`` (and get registered under it) with the type INSTANCE_UPDATED."""
+
+        TOPIC = _topic("Created")
+        EVENT_TYPE = event_type(Entity.INSTANCE, Change.CREATED)
+
     class Started(Event, Aggregate.Created):
         TOPIC = _topic("Started")
         EVENT_TYPE = event_type(Entity.INSTANCE, Change.CREATED)
