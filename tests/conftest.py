@@ -21,7 +21,7 @@ from application.database import Database, ensure_database, open_database
 from application.service import WorkflowService
 from application.settings import Settings, load_settings
 
-pytest_plugins = ["tests.fixtures.smtp", "tests.fixtures.juicefs"]
+pytest_plugins = ["tests.fixtures.smtp", "tests.fixtures.juicefs", "tests.fixtures.kafka"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
