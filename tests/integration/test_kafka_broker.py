@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-
-try:  # TODO: drop once tests/conftest.py has pytest_plugins = ["tests.fixtures.kafka"]
-    from tests.fixtures.kafka import kafka_broker
-except (
-    ModuleNotFoundError
-):  # no root conftest yet, so the repository root is not on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.fixtures.kafka import kafka_broker  # noqa: F401
 
 from application.settings import Settings
 from interface.kafka.client_config import consumer_config, producer_config
