@@ -1,0 +1,68 @@
+"""One step of following the log: read a batch, apply it, move the position, commit.
+
+The rows, the counters and the position are written in one transaction: a step that
+fails anywhere (a handler raises, the connection drops, the position moved under it)
+leaves nothing behind, and the next step starts again from the stored position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from projections import position as positions
+from projections.batch import apply_batch
+from projections.log import EventLog
+from projections.projection import Projection
+
+
+@dataclass(frozen=True)
+class Step:
+    read: int
+    """Events of the projection's topics read in this step."""
+    handled: int
+    position: int
+    head: int
+
+    @property
+    def caught_up(self) -> bool:
+        return self.position >= self.head
+
+
+def step(
+    conn: psycopg.Connection[Any], log: EventLog, projection: Projection, *, suffix: str = "",
+    batch_size: int = 1000,
+) -> Step:
+    tracking = positions.tracking_table(projection.name)
+    with conn.transaction(), conn.cursor() as cur:
+        current = positions.read(cur, tracking, log.schema, suffix, log.application_name)
+        if current is None:
+            raise positions.PositionMoved(f"{tracking.name} has no position for {log.application_name}")
+        stored, ids, head = log.read(cur, current, projection.topics(), batch_size)
+        handled = apply_batch(cur, projection, log.schema, suffix, log.decode(stored))
+        if len(ids) == batch_size:
+            new = ids[-1]
+        else:
+            new = max([current, head, *ids[-1:]])
+        if new != current:
+            positions.move(cur, tracking, log.schema, suffix, log.application_name, current, new)
+    return Step(read=len(ids), handled=handled, position=new, head=head)
+
+
+def ensure_tables(conn: psycopg.Connection[Any], log: EventLog, projection: Projection, suffix: str = "",
+                  *, with_indexes: bool = True) -> None:
+    """Creates the projection's tables if missing (serialised across processes)."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(log.schema, "ddl"),))
+        for table in projection.all_tables():
+            table.create(cur, log.schema, suffix, with_indexes=with_indexes)
+        positions.ensure(cur, positions.tracking_table(projection.name), log.schema, suffix, log.application_name)
+
+
+def lock_key(schema: str, name: str) -> int:
+    """A stable 64-bit advisory lock key for ``name`` in ``schema``."""
+    digest = hashlib.blake2b(f"skillbase-workflow/{schema}/{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)

@@ -1,0 +1,46 @@
+"""Projections inside the service: one runner thread per read model.
+
+``start_projections`` is what the HTTP lifespan calls; every replica starts all runners,
+and the advisory locks make exactly one of each active across replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from projections.log import EventLog
+from projections.registry import selected
+from projections.runner import ProjectionRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProjectionsHandle:
+    runners: list[ProjectionRunner]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for runner in self.runners:
+            runner._stop.set()  # noqa: SLF001 - signal all first, then join each
+        for runner in self.runners:
+            runner.stop(timeout)
+
+    def runner(self, name: str) -> ProjectionRunner:
+        return next(runner for runner in self.runners if runner.name == name)
+
+
+def start_projections(
+    app: Any, settings: Any = None, *, names: list[str] | None = None, batch_size: int = 1000,
+    idle_wait: float = 0.5, standby_wait: float = 1.0,
+) -> ProjectionsHandle:
+    """Starts a runner thread per projection (all by default) following ``app``'s log."""
+    event_log = EventLog.of(app)
+    runners = [
+        ProjectionRunner(projection, event_log, batch_size=batch_size, idle_wait=idle_wait,
+                         standby_wait=standby_wait).start()
+        for projection in selected(names)
+    ]
+    log.info("projections started: %s", ", ".join(runner.name for runner in runners))
+    return ProjectionsHandle(runners)

@@ -1,0 +1,150 @@
+"""A read-model table: its columns, its key, its indexes, and the SQL that follows.
+
+Every table lives in the event store's schema under a stable name (``rm_…``). A rebuild
+creates the same table under a suffix (``rm_tasks__new``), fills it, indexes it, and
+then renames it into place; names of the key constraint and indexes follow the table
+name so that a renamed table is indistinguishable from one created in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import Cursor, sql
+from psycopg.types.json import Jsonb
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    key: tuple[str, ...] = ("id",)
+    indexes: tuple[str, ...] = ()
+    """Index bodies after ``ON table``, e.g. ``(assignee, created_at, id) WHERE status = 'open'``."""
+    json_columns: frozenset[str] = field(default=frozenset())
+
+    def __post_init__(self) -> None:
+        json = frozenset(name for name, kind in self.columns if kind.startswith("jsonb"))
+        object.__setattr__(self, "json_columns", json)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    def physical(self, suffix: str = "") -> str:
+        return f"{self.name}{suffix}"
+
+    # -- DDL -------------------------------------------------------------------------------
+
+    def create(self, cur: Cursor[Any], schema: str, suffix: str = "", *, with_indexes: bool = True) -> None:
+        name = self.physical(suffix)
+        columns = sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(column), sql.SQL(kind)) for column, kind in self.columns
+        )
+        cur.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} ({}, CONSTRAINT {} PRIMARY KEY ({}))").format(
+                sql.Identifier(schema), sql.Identifier(name), columns,
+                sql.Identifier(f"{name}_pkey"), _names(self.key),
+            )
+        )
+        if with_indexes:
+            self.create_indexes(cur, schema, suffix)
+
+    def index_names(self, suffix: str = "") -> list[str]:
+        return [f"{self.physical(suffix)}_i{number}" for number in range(len(self.indexes))]
+
+    def create_indexes(self, cur: Cursor[Any], schema: str, suffix: str = "") -> None:
+        for index_name, body in zip(self.index_names(suffix), self.indexes, strict=True):
+            cur.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ").format(
+                    sql.Identifier(index_name), sql.Identifier(schema), sql.Identifier(self.physical(suffix))
+                )
+                + sql.SQL(body)  # bodies are constants of this package, never user input
+            )
+
+    def rename(self, cur: Cursor[Any], schema: str, from_suffix: str, to_suffix: str = "") -> None:
+        """Renames the table, its key constraint and its indexes from one suffix to another."""
+        old, new = self.physical(from_suffix), self.physical(to_suffix)
+        cur.execute(sql.SQL("ALTER TABLE {}.{} RENAME TO {}").format(
+            sql.Identifier(schema), sql.Identifier(old), sql.Identifier(new)))
+        cur.execute(sql.SQL("ALTER TABLE {}.{} RENAME CONSTRAINT {} TO {}").format(
+            sql.Identifier(schema), sql.Identifier(new), sql.Identifier(f"{old}_pkey"),
+            sql.Identifier(f"{new}_pkey")))
+        for old_index, new_index in zip(self.index_names(from_suffix), self.index_names(to_suffix), strict=True):
+            cur.execute(sql.SQL("ALTER INDEX {}.{} RENAME TO {}").format(
+                sql.Identifier(schema), sql.Identifier(old_index), sql.Identifier(new_index)))
+
+    def drop(self, cur: Cursor[Any], schema: str, suffix: str = "") -> None:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(self.physical(suffix))))
+
+    # -- rows ------------------------------------------------------------------------------
+
+    def select_keys(self, cur: Cursor[Any], schema: str, suffix: str, keys: Sequence[Any]) -> list[dict[str, Any]]:
+        """The current rows for ``keys`` (single-column keys only)."""
+        (key,) = self.key
+        cur.execute(
+            sql.SQL("SELECT * FROM {}.{} WHERE {} = ANY(%s)").format(
+                sql.Identifier(schema), sql.Identifier(self.physical(suffix)), sql.Identifier(key)),
+            (list(keys),),
+        )
+        return list(cur.fetchall())
+
+    def upsert(
+        self, cur: Cursor[Any], schema: str, suffix: str, rows: Iterable[Mapping[str, Any]],
+        *, add: bool = False,
+    ) -> None:
+        """Writes ``rows`` with one statement (one array per column, unnested).
+
+        With ``add`` the non-key columns are counters: the stored value grows by the new one.
+        """
+        rows = list(rows)
+        if not rows:
+            return
+        names = self.column_names
+        arrays = [[self._value(name, row[name]) for row in rows] for name in names]
+        kinds = dict(self.columns)
+        unnest = sql.SQL(", ").join(
+            sql.SQL("%s::{}[]").format(sql.SQL(_array_type(kinds[name]))) for name in names
+        )
+        target = sql.Identifier(self.physical(suffix))
+        if add:
+            updates = sql.SQL(", ").join(
+                sql.SQL("{0} = {1}.{0} + EXCLUDED.{0}").format(sql.Identifier(n), target)
+                for n in names if n not in self.key
+            )
+        else:
+            updates = sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in names if n not in self.key
+            )
+        cur.execute(
+            sql.SQL("INSERT INTO {}.{} ({}) SELECT * FROM unnest({}) ON CONFLICT ({}) DO UPDATE SET {}").format(
+                sql.Identifier(schema), target, _names(names), unnest, _names(self.key), updates),
+            arrays,
+        )
+
+    def delete_keys(self, cur: Cursor[Any], schema: str, suffix: str, keys: Sequence[Any]) -> None:
+        if not keys:
+            return
+        (key,) = self.key
+        cur.execute(
+            sql.SQL("DELETE FROM {}.{} WHERE {} = ANY(%s)").format(
+                sql.Identifier(schema), sql.Identifier(self.physical(suffix)), sql.Identifier(key)),
+            (list(keys),),
+        )
+
+    def _value(self, name: str, value: Any) -> Any:
+        if name in self.json_columns and value is not None:
+            return Jsonb(value)
+        return value
+
+
+def _names(names: Iterable[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(name) for name in names)
+
+
+def _array_type(kind: str) -> str:
+    """``text NOT NULL`` -> ``text``: the element type of the column's array."""
+    return kind.removesuffix(" NOT NULL")
