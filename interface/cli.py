@@ -8,7 +8,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("demo",)
+COMMANDS = ("demo", "serve", "token")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,73 @@
+"""``skillbase-workflow serve``: the HTTP API on ``SKILLBASE_WORKFLOW_HTTP_HOST``/``_PORT``.
+
+With no configuration it runs on the embedded PostgreSQL, loads the example skill and
+credential into an empty store (``SKILLBASE_WORKFLOW_LOAD_EXAMPLE_CATALOG=false`` to skip),
+and prints the URL, the OpenAPI page and development tokens for a learner, an assessor and
+an admin. Logs are JSON lines on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from application.settings import Settings, load_settings
+from interface.examples import load_example_catalog
+
+log = logging.getLogger("skillbase.workflow.serve")
+
+DEMO_USERS = (
+    ("learner", "learner-lin", [], "lin@example.org"),
+    ("assessor", "assessor-ada", ["assessor"], "ada@example.org"),
+    ("admin", "admin-avi", ["admin"], "avi@example.org"),
+)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("serve", help="run the HTTP API")
+    parser.add_argument("--host", help="overrides SKILLBASE_WORKFLOW_HTTP_HOST")
+    parser.add_argument("--port", type=int, help="overrides SKILLBASE_WORKFLOW_HTTP_PORT")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from interface.http.app import create_app
+    from interface.http.observability import configure_json_logging
+
+    overrides = {k: v for k, v in (("http_host", args.host), ("http_port", args.port)) if v is not None}
+    settings = load_settings(**overrides)
+    configure_json_logging(args.log_level if args.log_level.upper() != "WARNING" else "INFO")
+    app = create_app(settings, on_ready=lambda service: _load_examples(settings, service))
+    print(banner(settings), flush=True)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
+                server_header=False)
+    return 0
+
+
+def _load_examples(settings: Settings, service: Any) -> None:
+    if settings.load_example_catalog and not service.recorder.max_notification_id():
+        skill_id, credential_id = load_example_catalog(service)
+        log.info("example catalog loaded", extra={"skill_id": skill_id, "credential_id": credential_id})
+
+
+def banner(settings: Settings) -> str:
+    from interface.http.auth import mint_token, verifier_from
+
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    lines = [
+        f"skillbase workflow API on {base}",
+        f"  OpenAPI page:     {base}/schema  (document: {base}/schema/openapi.json)",
+        f"  health/readiness: {base}/health  {base}/ready",
+    ]
+    if verifier_from(settings).development:
+        lines.append("  development tokens (DEVELOPMENT KEY under data_dir; valid 12 h):")
+        for role, user, groups, email in DEMO_USERS:
+            lines.append(f"    {role:<9} {user:<13} {mint_token(settings, user, groups, email)}")
+        if settings.load_example_catalog:
+            lines.append("  example credential: 9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e (POST /instances)")
+    else:
+        lines.append("  tokens come from the identity provider (a signing key is configured)")
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""``create_app(settings)``: the one place the HTTP API is wired.
+
+The factory takes its dependencies (a ready ``WorkflowService`` in tests, nothing in
+production); resources are opened in the lifespan and closed after it: the database
+(embedded or external), the workflow service, a small pool for the API's own tables, the
+idempotency store. Controllers are mounted from ``CONTROLLERS`` plus ``extra_controllers``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
+from psycopg_pool import ConnectionPool
+
+from application.bootstrap import bootstrap
+from application.database import Database, open_database
+from application.idempotency import IdempotencyStore
+from application.service import WorkflowService
+from application.settings import Settings
+from interface.http.auth import PUBLIC_PATHS, BearerAuthentication, verifier_from
+from interface.http.controllers import CONTROLLERS
+from interface.http.observability import Metrics, ObservabilityMiddleware
+from interface.http.openapi import openapi_config
+from interface.http.problems import EXCEPTION_HANDLERS
+from interface.http.services import Services
+
+log = logging.getLogger("skillbase.workflow.http")
+API_VERSION = "1.0.0"
+JSON_TYPES = ("application/json",)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    service: WorkflowService | None = None,
+    database: Database | None = None,
+    queries: Any = None,
+    extra_controllers: Sequence[Any] = (),
+    on_ready: Any = None,
+) -> Litestar:
+    """The API. ``service``/``database`` are opened from ``settings`` when not given (a
+    given service is not closed by the app). ``on_ready(service)`` runs once the service is
+    open, before the first request (``serve`` loads the example catalog there)."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db = database or open_database(settings)
+        owned = service is None
+        workflow = service or bootstrap(settings, database=db)
+        pool = ConnectionPool(db.conninfo(), min_size=1, max_size=max(2, settings.database_pool_size),
+                              open=False, name="http-api", kwargs={"autocommit": True})
+        pool.open(wait=False)
+        try:
+            idempotency = IdempotencyStore(pool, db.schema)
+            idempotency.create_table()
+            idempotency.purge()
+            metrics.watch_log(workflow.recorder.max_notification_id, _reader_positions(queries))
+            if on_ready is not None:
+                on_ready(workflow)
+            app.state.services = Services(settings=settings, service=workflow, pool=pool,
+                                          idempotency=idempotency, metrics=metrics,
+                                          queries=_resolve(queries, workflow, pool, db))
+            yield
+        finally:
+            pool.close()
+            if owned:
+                workflow.close()
+
+    return Litestar(
+        route_handlers=[*CONTROLLERS, *extra_controllers],
+        lifespan=[lifespan],
+        state=State({"verifier": verifier_from(settings), "metrics": metrics}),
+        dependencies={"services": Provide(_services, sync_to_thread=False)},
+        middleware=[ObservabilityMiddleware, DefineMiddleware(BearerAuthentication, exclude=PUBLIC_PATHS)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        before_request=require_json_body,
+        openapi_config=openapi_config(API_VERSION),
+        request_max_body_size=max(1024 * 1024, 2 * settings.bundle_max_bytes + 64 * 1024),
+        debug=False,
+        logging_config=None,
+    )
+
+
+def _services(state: State) -> Services:
+    return state.services
+
+
+async def require_json_body(request: Request) -> None:
+    """415 for a body that is not JSON, on routes that take JSON (all but those that declare
+    ``opt={"accepts": (...)}``, such as file uploads)."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    accepts = request.route_handler.opt.get("accepts", JSON_TYPES)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if not has_body and not content_type:
+        return
+    if content_type not in accepts and not content_type.endswith("+json"):
+        raise HTTPException(status_code=415, detail=f"send the body as {' or '.join(accepts)}")
+
+
+def _resolve(queries: Any, service: WorkflowService, pool: ConnectionPool, database: Database) -> Any:
+    """The read-model queries, when the application provides them (issue 3)."""
+    if queries is not None:
+        return queries(service, pool, database) if callable(queries) else queries
+    return None
+
+
+def _reader_positions(queries: Any) -> Any:
+    return getattr(queries, "reader_positions", None)

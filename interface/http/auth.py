@@ -1,0 +1,143 @@
+"""Bearer JWTs in, ``domain.identity.Actor`` out.
+
+A token is accepted only when its signature, expiry and audience (and issuer, when one is
+configured) check out, with the one algorithm the settings allow: HS256 with a shared
+secret, or RS256 with a public key (PEM, or a JWKS document whose key the token's ``kid``
+names). ``alg: none`` and any other algorithm are refused. With neither key configured the
+service runs with a development HS256 key kept under ``data_dir`` — and only then does
+``skillbase-workflow token`` mint tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from application.settings import Settings
+from domain.identity import Actor, group_key
+
+DEV_KEY_FILE = "dev-jwt-hs256.key"
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
+MAX_TOKEN_CHARS = 16 * 1024
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="skillbase-workflow"'}
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """Checks a token and turns its claims into an ``Actor``."""
+
+    algorithm: str
+    key: Any  # the secret, a public key, or a PyJWKSet
+    audience: str
+    issuer: str
+    admin_group: str
+    development: bool = False
+
+    def actor(self, token: str) -> Actor:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise NotAuthorizedException("the bearer token is too long", headers=CHALLENGE)
+        try:
+            claims = jwt.decode(
+                token,
+                self._key_for(token),
+                algorithms=[self.algorithm],
+                audience=self.audience,
+                issuer=self.issuer or None,
+                options={"require": ["exp", "sub"]},
+                leeway=30,
+            )
+        except jwt.PyJWTError as error:
+            raise NotAuthorizedException(f"the bearer token was refused: {error}", headers=CHALLENGE) from None
+        return actor_from_claims(claims, self.admin_group)
+
+    def _key_for(self, token: str) -> Any:
+        if not isinstance(self.key, jwt.PyJWKSet):
+            return self.key
+        kid = jwt.get_unverified_header(token).get("kid")
+        for jwk in self.key.keys:
+            if jwk.key_id == kid:
+                return jwk.key
+        raise jwt.InvalidKeyError(f"no key with kid {kid!r}")
+
+
+def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
+    sub, email = claims.get("sub"), claims.get("email")
+    if not isinstance(sub, str) or not sub.strip():
+        raise NotAuthorizedException("the token has no usable 'sub'", headers=CHALLENGE)
+    groups = claims.get("groups", claims.get("roles", []))
+    if isinstance(groups, str):
+        groups = groups.replace(",", " ").split()
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise NotAuthorizedException("'groups' must be a list of strings", headers=CHALLENGE)
+    return Actor(
+        user_id=sub,
+        email=email if isinstance(email, str) else None,
+        groups=frozenset(group_key(g) for g in groups if g.strip()),
+        admin_group=admin_group,
+    )
+
+
+def verifier_from(settings: Settings) -> Verifier:
+    common = {"audience": settings.jwt_audience, "issuer": settings.jwt_issuer, "admin_group": settings.admin_group}
+    if settings.jwt_public_key:
+        text = settings.jwt_public_key.strip()
+        key = jwt.PyJWKSet.from_json(text) if text.startswith("{") else text
+        return Verifier("RS256", key, **common)
+    if settings.jwt_hs256_secret:
+        return Verifier("HS256", settings.jwt_hs256_secret, **common)
+    return Verifier("HS256", development_key(settings), development=True, **common)
+
+
+def development_key(settings: Settings) -> str:
+    """The development HS256 key under ``data_dir``, created (mode 0600) on first use."""
+    path = Path(settings.data_dir) / DEV_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def mint_token(
+    settings: Settings, user: str, groups: list[str], email: str | None = None, ttl_seconds: int = 12 * 3600
+) -> str:
+    """A development token; refused unless the service runs with the development key."""
+    verifier = verifier_from(settings)
+    if not verifier.development:
+        raise RuntimeError("a signing key is configured: tokens come from the identity provider")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": user, "groups": groups, "aud": settings.jwt_audience,
+                              "iat": now, "exp": now + ttl_seconds}
+    if email:
+        claims["email"] = email
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, verifier.key, algorithm="HS256")
+
+
+class BearerAuthentication(AbstractAuthenticationMiddleware):
+    """Every route but health, readiness and the OpenAPI document needs a valid token."""
+
+    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthorizedException("send 'Authorization: Bearer <token>'", headers=CHALLENGE)
+        verifier: Verifier = connection.app.state.verifier
+        return AuthenticationResult(user=verifier.actor(token.strip()), auth=None)
+
+
+def describe(verifier: Verifier) -> str:
+    return json.dumps({"algorithm": verifier.algorithm, "audience": verifier.audience,
+                       "development_key": verifier.development})

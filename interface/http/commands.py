@@ -1,0 +1,133 @@
+"""One way to run a command over HTTP: ``If-Match``, ``Idempotency-Key``, a worker thread,
+the metrics, and the response with its ``ETag``.
+
+A controller says what the command does (``decide``) and, when it targets an existing
+entity, how to read that entity's current version (``version_of``); this module does the
+rest, the same way for every command (ADR 0006).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+
+from application.idempotency import KeyReused
+from domain.errors import Conflict, InvalidInput, Problem, WorkflowError
+from interface.http.problems import PreconditionFailed
+from interface.http.services import Services
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_fingerprint_encoder = msgspec.json.Encoder(order="sorted")
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    body: msgspec.Struct
+    status: int = 200
+    etag: str | None = None
+    location: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        found = {}
+        if self.etag:
+            found["ETag"] = self.etag
+        if self.location:
+            found["Location"] = self.location
+        return found
+
+
+Decide = Callable[[str | None], Outcome]
+
+
+async def run_command(
+    request: Request,
+    services: Services,
+    name: str,
+    decide: Decide,
+    *,
+    payload: msgspec.Struct | None = None,
+    version_of: Callable[[], int] | None = None,
+    recover: Decide | None = None,
+) -> Response[Any]:
+    """Runs ``decide`` once per idempotency key; ``recover`` answers a Conflict that is
+    the command's own earlier effect (a retry after the response was lost)."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not _KEY.match(key):
+        raise InvalidInput(
+            "the Idempotency-Key header is not valid",
+            [Problem("header:Idempotency-Key", "1 to 255 printable ASCII characters, no spaces")],
+        )
+    if_match = request.headers.get("If-Match")
+    fingerprint = _fingerprint(request, payload)
+    user = request.user.user_id
+
+    def execute() -> tuple[int, dict[str, str], bytes, str]:
+        if key is None:
+            outcome = _decide(decide, None, if_match, version_of, None)
+            return outcome.status, outcome.headers(), _encoder.encode(outcome.body), "ok"
+        with services.idempotency.claim(user, key, fingerprint) as slot:
+            if slot.replay is not None:
+                stored = slot.replay
+                return stored.status, {**stored.headers, "Idempotent-Replayed": "true"}, stored.body, "replayed"
+            outcome = _decide(decide, key, if_match, version_of, recover)
+            body = _encoder.encode(outcome.body)
+            slot.save(outcome.status, outcome.headers(), body)
+            return outcome.status, outcome.headers(), body, "ok"
+
+    try:
+        status, headers, body, result = await services.run(execute)
+    except KeyReused:
+        services.metrics.commands.labels(name, "key_reused").inc()
+        raise InvalidInput(
+            "this Idempotency-Key was already used with a different request",
+            [Problem("header:Idempotency-Key", "use a new key for a new request")],
+        ) from None
+    except WorkflowError as error:
+        services.metrics.commands.labels(name, type(error).__name__).inc()
+        raise
+    except PreconditionFailed:
+        services.metrics.commands.labels(name, "precondition_failed").inc()
+        raise
+    services.metrics.commands.labels(name, result).inc()
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def _decide(
+    decide: Decide, key: str | None, if_match: str | None,
+    version_of: Callable[[], int] | None, recover: Decide | None,
+) -> Outcome:
+    if if_match is not None and version_of is not None:
+        check_if_match(if_match, version_of())
+    try:
+        return decide(key)
+    except Conflict:
+        recovered = recover(key) if recover is not None and key is not None else None
+        if recovered is None:
+            raise
+        return recovered
+
+
+def check_if_match(header: str, version: int) -> None:
+    """``If-Match: "<version>"`` (or a list of them, or ``*``) against the entity's version."""
+    tags = [tag.strip() for tag in header.split(",") if tag.strip()]
+    if "*" in tags:
+        return
+    wanted = {tag.removeprefix("W/").strip('"') for tag in tags}
+    if str(version) not in wanted:
+        raise PreconditionFailed(f"the entity is at version {version}, not {', '.join(sorted(wanted))}")
+
+
+def _fingerprint(request: Request, payload: msgspec.Struct | None) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{request.method} {request.url.path}\n".encode())
+    if payload is not None:
+        digest.update(_fingerprint_encoder.encode(payload))
+    return digest.hexdigest()

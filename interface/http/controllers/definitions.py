@@ -1,0 +1,107 @@
+"""``/definitions``: one per catalog credential, keyed by the credential id; versioned
+BPMN bundles that admins upload and deploy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar import Controller, Request, Response, get, post
+
+from domain.errors import NotAllowed, Unavailable
+from domain.identity import Actor
+from interface.http import schemas, views
+from interface.http.commands import Outcome, run_command
+from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
+from interface.http.pagination import Limit
+from interface.http.services import Services
+
+
+def require_admin(actor: Actor, what: str) -> None:
+    if not actor.is_admin:
+        raise NotAllowed(f"only an admin can {what}")
+
+
+class DefinitionController(Controller):
+    path = "/definitions"
+    tags = ["definitions"]
+
+    @get("/", responses=errors(400, 403), summary="Definitions")
+    async def list_all(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], skill_id: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None, limit: Limit = 50,
+    ) -> schemas.DefinitionPage:
+        """Every definition, as the catalog sees it, with its versions."""
+        require_admin(request.user, "list definitions")
+        if services.queries is None:
+            raise Unavailable("definition lists need the read models, which are not running")
+        return await services.run(services.queries.definitions_page, request.user, skill_id=skill_id,
+                                  cursor=cursor, limit=limit)
+
+    @get("/{credential_id:str}", responses=errors(403, 404), summary="One definition")
+    async def one(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], credential_id: FromPath[str]
+    ) -> Response[schemas.Definition]:
+        """The definition of a credential and the list of its versions."""
+        require_admin(request.user, "read definitions")
+        definition = await services.run(services.service.get_definition, credential_id)
+        return Response(views.definition(definition), headers={"ETag": views.etag(definition)})
+
+    @get("/{credential_id:str}/versions/{number:int}", responses=errors(403, 404), summary="One version")
+    async def version(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], credential_id: FromPath[str], number: FromPath[int]
+    ) -> schemas.DefinitionVersion:
+        """One immutable version, with the text of every file of its bundle."""
+        require_admin(request.user, "read definitions")
+
+        def load() -> schemas.DefinitionVersion:
+            definition = services.service.get_definition(credential_id)
+            return views.definition_version(definition, definition.get_version(number))
+
+        return await services.run(load)
+
+    @post("/{credential_id:str}/versions", status_code=201, responses=errors(*COMMAND_ERRORS),
+          summary="Upload a bundle version")
+    async def upload(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], credential_id: FromPath[str],
+        data: JSONBody[schemas.UploadDefinitionVersion], idempotency_key: IdempotencyKey = None,
+        if_match: IfMatch = None,
+    ) -> Response[schemas.DefinitionVersion]:
+        """Validates the bundle completely (every problem with its file, element and line) and
+        stores it as the next version. The very same bundle again answers with the version it
+        already is (200)."""
+        actor, service = request.user, services.service
+        require_admin(actor, "upload definitions")
+
+        def decide(_key: str | None) -> Outcome:
+            before = service.get_definition(credential_id).latest_version
+            files = {name: text.encode() for name, text in data.files.items()}
+            number = service.upload_definition_version(actor, credential_id, files)
+            definition = service.get_definition(credential_id)
+            return Outcome(
+                views.definition_version(definition, definition.get_version(number)),
+                201 if number > before else 200, views.etag(definition),
+                f"/definitions/{credential_id}/versions/{number}",
+            )
+
+        return await run_command(request, services, "upload_definition_version", decide, payload=data,
+                                 version_of=lambda: service.get_definition(credential_id).version)
+
+    @post("/{credential_id:str}/versions/{number:int}/deploy", status_code=200,
+          responses=errors(*COMMAND_ERRORS), summary="Deploy a version")
+    async def deploy(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], credential_id: FromPath[str], number: FromPath[int],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[schemas.Deployment]:
+        """Pins the version in its skill's deployment: new instances start on it; running ones
+        keep theirs."""
+        actor, service = request.user, services.service
+        require_admin(actor, "deploy definitions")
+
+        def decide(_key: str | None) -> Outcome:
+            service.deploy_definition_version(actor, credential_id, number)
+            deployment = service.get_deployment(service.get_definition(credential_id).skill_id)
+            return Outcome(views.deployment(deployment), 200, views.etag(deployment))
+
+        return await run_command(request, services, "deploy_definition_version", decide)

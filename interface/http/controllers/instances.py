@@ -1,0 +1,102 @@
+"""``/instances``: start, follow and cancel a credential."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar.di import NamedDependency
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from domain.errors import Unavailable
+from domain.identity import Actor
+from domain.ids import command_id
+from domain.instance import CANCELLED
+from interface.http import schemas, views
+from interface.http.commands import Outcome, run_command
+from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
+from interface.http.pagination import Limit
+from interface.http.services import Services
+
+
+class InstanceController(Controller):
+    path = "/instances"
+    tags = ["instances"]
+
+    @post("/", status_code=201, responses=errors(*COMMAND_ERRORS), summary="Start a credential")
+    async def start(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], data: JSONBody[schemas.StartInstance],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[schemas.Instance]:
+        """Starts the caller working towards `credential_id`, on the definition version its skill's
+        deployment pins. With an `Idempotency-Key`, the instance id derives from the key: a retry
+        can never start a second instance."""
+        actor, service = request.user, services.service
+
+        def decide(key: str | None) -> Outcome:
+            wanted = command_id(f"start-instance/{actor.user_id}", key) if key else None
+            instance = service.get_instance(service.start_instance(actor, data.credential_id, wanted))
+            return Outcome(views.instance(instance), 201, views.etag(instance), f"/instances/{instance.id}")
+
+        return await run_command(request, services, "start_instance", decide, payload=data)
+
+    @get("/", responses=errors(400), summary="My instances")
+    async def list_mine(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services],
+        status: Annotated[str | None, QueryParameter(description="running, completed, cancelled or failed")] = None,
+        credential_id: FromQuery[str | None] = None,
+        user_id: Annotated[str | None, QueryParameter(description="admins only: another user's instances")] = None,
+        cursor: FromQuery[str | None] = None, limit: Limit = 50,
+    ) -> schemas.InstancePage:
+        """The caller's instances, newest first (admins may ask for any user's)."""
+        if services.queries is None:
+            raise Unavailable("instance lists need the read models, which are not running")
+        return await services.run(
+            services.queries.instances_page, request.user, status=status, credential_id=credential_id,
+            user_id=user_id, cursor=cursor, limit=limit,
+        )
+
+    @get("/{instance_id:uuid}", responses=errors(404), summary="One instance")
+    async def one(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], instance_id: FromPath[UUID]
+    ) -> Response[schemas.InstanceDetail]:
+        """The instance with its open tasks and a summary of its history. A learner gets 404 for
+        another learner's instance: it may not learn that it exists."""
+        service = services.service
+
+        def load() -> tuple[Any, schemas.InstanceDetail]:
+            instance = service.visible_instance(request.user, instance_id)
+            tasks = [service.get_task(task_id) for task_id in instance.open_tasks]
+            events = list(service.events.get(instance_id))
+            return instance, views.instance_detail(instance, tasks, events)
+
+        instance, body = await services.run(load)
+        return Response(body, headers={"ETag": views.etag(instance)})
+
+    @post("/{instance_id:uuid}/cancel", responses=errors(*COMMAND_ERRORS), status_code=200,
+          summary="Cancel an instance")
+    async def cancel(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], instance_id: FromPath[UUID],
+        data: JSONBody[schemas.CancelInstance], idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
+    ) -> Response[schemas.Instance]:
+        """Cancels a running instance (its learner or an admin) and withdraws its open tasks."""
+        actor, service = request.user, services.service
+
+        def decide(_key: str | None) -> Outcome:
+            service.cancel_instance(actor, instance_id, data.reason)
+            return _outcome(service.get_instance(instance_id))
+
+        def recover(_key: str | None) -> Outcome | None:
+            instance = service.visible_instance(actor, instance_id)
+            done = instance.status == CANCELLED and instance.cancel_reason == data.reason
+            return _outcome(instance) if done else None
+
+        return await run_command(
+            request, services, "cancel_instance", decide, payload=data, recover=recover,
+            version_of=lambda: service.visible_instance(actor, instance_id).version,
+        )
+
+
+def _outcome(instance: Any) -> Outcome:
+    return Outcome(views.instance(instance), 200, views.etag(instance))

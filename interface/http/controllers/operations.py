@@ -1,0 +1,86 @@
+"""Health, readiness, metrics, dashboards and the audit trail."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from litestar.di import NamedDependency
+from litestar import Controller, Request, Response, get
+from litestar.params import FromPath, FromQuery, QueryParameter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from domain.errors import NotFound, Unavailable
+from domain.identity import Actor
+from interface.http import schemas, views
+from interface.http.controllers.definitions import require_admin
+from interface.http.openapi import errors
+from interface.http.pagination import Limit
+from interface.http.problems import problem
+from interface.http.services import Services
+
+Entity = Literal["instance", "task", "definition", "deployment"]
+_CLASS = {"instance": "WorkflowInstance", "task": "WorkflowTask", "definition": "WorkflowDefinition",
+          "deployment": "WorkflowDeployment"}
+
+
+class OperationsController(Controller):
+    path = "/"
+    tags = ["operations"]
+
+    @get("/health", security=[], exclude_from_auth=True, summary="Liveness")
+    async def health(self) -> schemas.Health:
+        """The process is up. Needs no token."""
+        return schemas.Health(status="ok")
+
+    @get("/ready", security=[], exclude_from_auth=True, responses=errors(), summary="Readiness")
+    async def ready(self, request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Response[schemas.Readiness]:
+        """The database answers. Needs no token; 503 with Retry-After when it does not."""
+        try:
+            await services.run(services.database_answers)
+        except Exception:  # noqa: BLE001 - any failure means: not ready
+            return problem(request, 503, "the database is not answering", headers={"Retry-After": "5"})
+        return Response(schemas.Readiness(status="ready", database="ok"))
+
+    @get("/metrics", media_type="text/plain", responses=errors(403), summary="Prometheus metrics (admins)")
+    async def metrics(self, request: Request[Actor, Any, Any], services: NamedDependency[Services]) -> Response[bytes]:
+        """Request rate and latency per route, commands by type and result, event log head."""
+        require_admin(request.user, "read metrics")
+        body = await services.run(generate_latest, services.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @get("/dashboard", responses=errors(403), summary="Dashboard (admins)")
+    async def dashboard(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services],
+        credential_id: FromQuery[str | None] = None, skill_id: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        """Counts by status, pass rate, time to complete, open and overdue tasks per group."""
+        require_admin(request.user, "read dashboards")
+        if services.queries is None:
+            raise Unavailable("dashboards need the read models, which are not running")
+        return await services.run(services.queries.dashboard, request.user, credential_id=credential_id,
+                                  skill_id=skill_id)
+
+    @get("/audit/{entity:str}/{entity_id:uuid}", responses=errors(400, 403, 404), summary="Audit trail (admins)")
+    async def audit(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], entity: FromPath[Entity], entity_id: FromPath[UUID],
+        cursor: Annotated[str | None, QueryParameter(pattern=r"^[0-9]{1,9}$", description="`next_cursor` of the previous page")] = None,
+        limit: Limit = 100,
+    ) -> schemas.AuditHistory:
+        """Every stored event of one entity, in order: who did what and when, as published."""
+        require_admin(request.user, "read the audit trail")
+
+        after = int(cursor) if cursor else None
+
+        def load() -> schemas.AuditHistory:
+            events = list(services.service.events.get(entity_id, gt=after, limit=limit + 1))
+            if events and not type(events[0]).__qualname__.startswith(_CLASS[entity] + "."):
+                events = []
+            if not events and not after:
+                raise NotFound(f"{entity} {entity_id} not found")
+            page = events[:limit]
+            cursor = str(page[-1].originator_version) if len(events) > limit else None
+            return schemas.AuditHistory(entity=entity, id=entity_id, next_cursor=cursor,
+                                        items=[views.audit_entry(e, entity) for e in page])
+
+        return await services.run(load)

@@ -1,0 +1,130 @@
+"""``/tasks``: inboxes and task actions (claim, hand back, complete, reassign)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from litestar.di import NamedDependency
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from domain.errors import Unavailable
+from domain.identity import Actor
+from domain.task import COMPLETED
+from interface.http import schemas, views
+from interface.http.commands import Outcome, run_command
+from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
+from interface.http.pagination import Limit
+from interface.http.services import Services
+
+Inbox = Literal["mine", "groups"]
+Sort = Literal["due_at", "-due_at", "created_at", "-created_at"]
+
+
+class TaskController(Controller):
+    path = "/tasks"
+    tags = ["tasks"]
+
+    @get("/", responses=errors(400), summary="Task inbox")
+    async def inbox(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services],
+        inbox: Annotated[Inbox, QueryParameter(description="`mine`: assigned to me; `groups`: offered to my groups")] = "mine",
+        status: Annotated[str, QueryParameter(description="open, completed or cancelled")] = "open",
+        credential_id: FromQuery[str | None] = None, skill_id: FromQuery[str | None] = None, instance_id: FromQuery[UUID | None] = None,
+        due_before: FromQuery[datetime | None] = None,
+        unassigned: Annotated[bool | None, QueryParameter(description="groups scope: only tasks nobody claimed")] = None,
+        sort: FromQuery[Sort] = "due_at", cursor: FromQuery[str | None] = None, limit: Limit = 50,
+    ) -> schemas.TaskPage:
+        """My tasks, or my groups' tasks, filtered and sorted, one page at a time."""
+        if services.queries is None:
+            raise Unavailable("task inboxes need the read models, which are not running")
+        return await services.run(
+            services.queries.tasks_page, request.user, inbox=inbox, status=status,
+            credential_id=credential_id, skill_id=skill_id, instance_id=instance_id,
+            due_before=due_before, unassigned=unassigned, sort=sort, cursor=cursor, limit=limit,
+        )
+
+    @get("/{task_id:uuid}", responses=errors(404), summary="One task, with its form")
+    async def one(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], task_id: FromPath[UUID]
+    ) -> Response[schemas.TaskDetail]:
+        """The task, its instructions and the JSON Schema its completion data must satisfy."""
+        service = services.service
+
+        def load() -> tuple[Any, schemas.TaskDetail]:
+            task = service.visible_task(request.user, task_id)
+            return task, views.task_detail(task, service.task_form(task))
+
+        task, body = await services.run(load)
+        return Response(body, headers={"ETag": views.etag(task)})
+
+    @post("/{task_id:uuid}/claim", status_code=200, responses=errors(*COMMAND_ERRORS), summary="Claim a task")
+    async def claim(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], task_id: FromPath[UUID],
+        idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
+    ) -> Response[schemas.Task]:
+        """A member of the task's group takes it; claiming a task you hold changes nothing."""
+        return await self._act(request, services, task_id, "claim_task",
+                               lambda: services.service.claim_task(request.user, task_id))
+
+    @post("/{task_id:uuid}/unclaim", status_code=200, responses=errors(*COMMAND_ERRORS),
+          summary="Hand a task back to its group")
+    async def unclaim(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], task_id: FromPath[UUID],
+        idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
+    ) -> Response[schemas.Task]:
+        """The assignee (or an admin) hands the task back to its group."""
+        return await self._act(request, services, task_id, "unclaim_task",
+                               lambda: services.service.unclaim_task(request.user, task_id))
+
+    @post("/{task_id:uuid}/reassign", status_code=200, responses=errors(*COMMAND_ERRORS),
+          summary="Reassign a task (admins)")
+    async def reassign(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], task_id: FromPath[UUID],
+        data: JSONBody[schemas.ReassignTask], idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
+    ) -> Response[schemas.Task]:
+        """An admin gives the task to another user."""
+        return await self._act(request, services, task_id, "reassign_task",
+                               lambda: services.service.reassign_task(request.user, task_id, data.assignee),
+                               payload=data)
+
+    @post("/{task_id:uuid}/complete", status_code=200, responses=errors(*COMMAND_ERRORS),
+          summary="Complete a task")
+    async def complete(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], task_id: FromPath[UUID],
+        data: JSONBody[schemas.CompleteTask], idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
+    ) -> Response[schemas.Task]:
+        """The assignee submits the form data (validated against the task's `form`; every failing
+        field is reported with its JSON path); the process moves on. A manual task takes `{}`."""
+        actor, service = request.user, services.service
+
+        def recover(_key: str | None) -> Outcome | None:
+            task = service.visible_task(actor, task_id)
+            done = task.status == COMPLETED and task.completed_by == actor.user_id and task.data == data.data
+            return _outcome(task) if done else None
+
+        return await self._act(request, services, task_id, "complete_task",
+                               lambda: service.complete_task(actor, task_id, data.data),
+                               payload=data, recover=recover)
+
+    @staticmethod
+    async def _act(
+        request: Request[Actor, Any, Any], services: Services, task_id: UUID, name: str, act: Any,
+        payload: Any = None, recover: Any = None,
+    ) -> Response[Any]:
+        service = services.service
+
+        def decide(_key: str | None) -> Outcome:
+            act()
+            return _outcome(service.get_task(task_id))
+
+        return await run_command(
+            request, services, name, decide, payload=payload, recover=recover,
+            version_of=lambda: service.visible_task(request.user, task_id).version,
+        )
+
+
+def _outcome(task: Any) -> Outcome:
+    return Outcome(views.task(task), 200, views.etag(task))

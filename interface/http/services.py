@@ -1,0 +1,43 @@
+"""What the controllers use, opened once in the app's lifespan: the workflow service,
+the idempotency store, a small pool for the API's own queries, the metrics.
+
+eventsourcing and psycopg are synchronous, so every call goes through ``run``: a worker
+thread from a bounded pool, sized to the database pool so threads never queue on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+from psycopg_pool import ConnectionPool
+
+from application.idempotency import IdempotencyStore
+from application.service import WorkflowService
+from application.settings import Settings
+from interface.http.observability import Metrics
+
+T = TypeVar("T")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    service: WorkflowService
+    pool: ConnectionPool
+    idempotency: IdempotencyStore
+    metrics: Metrics
+    queries: Any = None  # application.queries, once the read models exist
+    limiter: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(16))
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self.limiter)
+
+    def database_answers(self) -> bool:
+        with self.pool.connection(timeout=2) as connection:
+            connection.execute("SELECT 1")
+        return True
