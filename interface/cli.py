@@ -8,7 +8,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("demo", "serve", "token")
+COMMANDS = ("demo", "serve", "token", "projections", "audit")
 
 
 def build_parser() -> argparse.ArgumentParser:
