@@ -151,7 +151,7 @@ class WorkflowApplication(Application[UUID]):
             instance_id = uuid4()
         elif self._find(WorkflowInstance, instance_id) is not None:
             return self._same_start(actor, credential_id, instance_id)
-        step = self.engine.start(self._spec_ref(pinned_definition, version), data={})
+        step = self.engine.start(self._spec_ref(pinned_definition, version), data={}, now=self.clock())
         opened = [task_id(instance_id, ready.engine_task_id) for ready in step.ready]
         instance = WorkflowInstance(
             id=instance_id,
@@ -219,6 +219,7 @@ class WorkflowApplication(Application[UUID]):
             version.engine_format,
             task.engine_task_id,
             data,
+            now=self.clock(),
         )
         others = self._advance(instance, step, cause="task_completed", cause_id=str(task.id), done=task.id)
         self.save_all(instance, task, *others)

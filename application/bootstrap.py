@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from application.app import Clock, utc_now
 from application.database import Database, open_database
 from application.engine.runner import Engine
@@ -14,12 +16,14 @@ def bootstrap(
     settings: Settings, *, database: Database | None = None, clock: Clock = utc_now
 ) -> WorkflowService:
     database = database or open_database(settings)
-    return WorkflowService(
+    service = WorkflowService(
         env=database.eventsourcing_env(settings),
         engine=Engine(),
         clock=clock,
         bundle_max_bytes=settings.bundle_max_bytes,
     )
+    service.message_keep = timedelta(seconds=settings.message_keep_seconds)
+    return service
 
 
 def open_file_store(settings: Settings) -> PosixFileStore:

@@ -73,6 +73,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ``group=address,group=address``: where ``to_group`` emails go.
     group_addresses: tuple[str, ...] = ()
 
+    # Background workers (mail worker, scheduler): how often each looks for work.
+    worker_poll_ms: int = 1000
+    # A message delivered before any instance waits for it is kept this long (7 days).
+    message_keep_seconds: int = 7 * 24 * 3600
+
     # HTTP.
     http_host: str = "127.0.0.1"
     http_port: int = 8000

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import Conflict, NotAllowed
+from domain.errors import Conflict, NotAllowed, NotFound
 from domain.event_types import Change, Entity, aggregate_topic, event_type, stored_topic
 from domain.identity import Actor
 
@@ -26,6 +26,9 @@ RUNNING, COMPLETED, CANCELLED, FAILED, DELETED = (
 )
 PASS, FAIL = "pass", "fail"
 FINISHED = frozenset({COMPLETED, CANCELLED, FAILED})
+# ``Advanced.cause`` values.
+TASK_COMPLETED, TIMER_FIRED, MESSAGE_RECEIVED = "task_completed", "timer_fired", "message_received"
+INCIDENT_OPEN, INCIDENT_RETRIED = "open", "retried"
 
 
 def _topic(fact: str) -> str:
@@ -105,6 +108,32 @@ class WorkflowInstance(Aggregate):
         EVENT_TYPE = event_type(Entity.INSTANCE, Change.DELETED)
         by: str
 
+    class EmailSent(Event):
+        """The SMTP server accepted email ``index`` of stored event ``event_id`` (ADR 0007)."""
+
+        TOPIC = _topic("EmailSent")
+        EVENT_TYPE = event_type(Entity.INSTANCE, Change.UPDATED)
+        event_id: str
+        index: int
+        message_id: str
+
+    class IncidentRaised(Event):
+        """Something the service does by itself failed for good and waits for an admin."""
+
+        TOPIC = _topic("IncidentRaised")
+        EVENT_TYPE = event_type(Entity.INSTANCE, Change.UPDATED)
+        incident_id: str
+        kind: str
+        subject: dict[str, Any]
+        reason: str
+        attempts: int
+
+    class IncidentRetried(Event):
+        TOPIC = _topic("IncidentRetried")
+        EVENT_TYPE = event_type(Entity.INSTANCE, Change.UPDATED)
+        incident_id: str
+        by: str
+
     @event(Started)
     def __init__(
         self,
@@ -138,6 +167,9 @@ class WorkflowInstance(Aggregate):
         self.files: dict[str, dict[str, Any]] = {}
         self.error: str | None = None
         self.cancel_reason: str | None = None
+        self.received_messages: set[str] = set()
+        self.emails_sent: dict[str, str] = {}
+        self.incidents: dict[str, dict[str, Any]] = {}
 
     # -- queries -----------------------------------------------------------------------
 
@@ -152,6 +184,17 @@ class WorkflowInstance(Aggregate):
 
     def can_view(self, actor: Actor) -> bool:
         return actor.is_admin or actor.user_id == self.user_id
+
+    def has_received(self, message_id: str) -> bool:
+        return message_id in self.received_messages
+
+    def email_sent(self, event_id: str, index: int) -> str | None:
+        """The Message-ID email ``index`` of stored event ``event_id`` was sent with, if any."""
+        return self.emails_sent.get(f"{event_id}/{index}")
+
+    @property
+    def open_incidents(self) -> list[dict[str, Any]]:
+        return [i for i in self.incidents.values() if i["status"] == INCIDENT_OPEN]
 
     # -- commands: decide, then record ---------------------------------------------------
 
@@ -214,6 +257,33 @@ class WorkflowInstance(Aggregate):
         if self.status != DELETED:
             self._deleted(by=actor.user_id)
 
+    def record_email_sent(self, *, event_id: str, index: int, message_id: str) -> bool:
+        """Records an accepted email once; False when it was recorded already."""
+        if self.email_sent(event_id, index) is not None:
+            return False
+        self._email_sent(event_id=event_id, index=index, message_id=message_id)
+        return True
+
+    def raise_incident(
+        self, *, incident_id: str, kind: str, subject: dict[str, Any], reason: str, attempts: int
+    ) -> bool:
+        """Opens an incident; False when it is open already."""
+        found = self.incidents.get(incident_id)
+        if found is not None and found["status"] == INCIDENT_OPEN:
+            return False
+        self._incident_raised(incident_id=incident_id, kind=kind, subject=subject, reason=reason, attempts=attempts)
+        return True
+
+    def retry_incident(self, actor: Actor, incident_id: str) -> None:
+        if not actor.is_admin:
+            raise NotAllowed("only an admin can retry an incident")
+        found = self.incidents.get(incident_id)
+        if found is None:
+            raise NotFound(f"incident {incident_id} not found on instance {self.id}")
+        if found["status"] != INCIDENT_OPEN:
+            raise Conflict(f"incident {incident_id} is not open")
+        self._incident_retried(incident_id=incident_id, by=actor.user_id)
+
     def _require_running(self) -> None:
         if self.status != RUNNING:
             raise Conflict(f"the instance is {self.status}")
@@ -235,6 +305,8 @@ class WorkflowInstance(Aggregate):
         closed = set(closed_tasks)
         self.open_tasks = [t for t in self.open_tasks if t not in closed] + list(opened_tasks)
         self.timers = timers
+        if cause == MESSAGE_RECEIVED and cause_id is not None:
+            self.received_messages.add(cause_id)
 
     # A mutator runs before eventsourcing sets ``modified_on`` to the event's time, so
     # ``ended_at`` is read from the event itself: ``timestamp`` is passed in from the
@@ -279,3 +351,20 @@ class WorkflowInstance(Aggregate):
     @event(Deleted)
     def _deleted(self, by: str) -> None:
         self.status = DELETED
+
+    @event(EmailSent)
+    def _email_sent(self, event_id: str, index: int, message_id: str) -> None:
+        self.emails_sent[f"{event_id}/{index}"] = message_id
+
+    @event(IncidentRaised)
+    def _incident_raised(
+        self, incident_id: str, kind: str, subject: dict[str, Any], reason: str, attempts: int
+    ) -> None:
+        self.incidents[incident_id] = {
+            "id": incident_id, "kind": kind, "subject": subject, "reason": reason, "attempts": attempts,
+            "status": INCIDENT_OPEN, "raised_at": self.modified_on,
+        }
+
+    @event(IncidentRetried)
+    def _incident_retried(self, incident_id: str, by: str) -> None:
+        self.incidents[incident_id] = {**self.incidents[incident_id], "status": INCIDENT_RETRIED, "retried_by": by}

@@ -82,6 +82,20 @@ class WorkflowTask(Aggregate):
         EVENT_TYPE = event_type(Entity.TASK, Change.DELETED)
         by: str
 
+    class Reminded(Event):
+        """The task is close to its due date; ``messages`` are the reminder emails (ADR 0007)."""
+
+        TOPIC = _topic("Reminded")
+        EVENT_TYPE = event_type(Entity.TASK, Change.UPDATED)
+        due_at: datetime
+        instance_id: UUID
+        messages: list[dict[str, Any]]
+
+    class BecameOverdue(Event):
+        TOPIC = _topic("BecameOverdue")
+        EVENT_TYPE = event_type(Entity.TASK, Change.UPDATED)
+        due_at: datetime
+
     @event(Created)
     def __init__(
         self,
@@ -120,6 +134,8 @@ class WorkflowTask(Aggregate):
         self.data: dict[str, Any] = {}
         self.evidence: list[dict[str, Any]] = []
         self.cancel_reason: str | None = None
+        self.reminded = False
+        self.overdue = False
 
     # -- queries -----------------------------------------------------------------------
 
@@ -192,6 +208,22 @@ class WorkflowTask(Aggregate):
         if self.status != DELETED:
             self._deleted(by=actor.user_id)
 
+    def remind(self) -> bool:
+        """Records the reminder email before the due date, once; False if nothing to do."""
+        if not self.is_open or self.due_at is None or self.reminded:
+            return False
+        recipient = {"to": "learner"} if self.is_learner_task else {"to_group": self.candidate_group}
+        email = {"name": "email", "payload": {"template": "task_reminder", **recipient}, "correlations": {}}
+        self._reminded(due_at=self.due_at, instance_id=self.instance_id, messages=[email])
+        return True
+
+    def mark_overdue(self) -> bool:
+        """Records that the due date passed with the task still open, once."""
+        if not self.is_open or self.due_at is None or self.overdue:
+            return False
+        self._became_overdue(due_at=self.due_at)
+        return True
+
     def _require_open(self) -> None:
         if self.status != OPEN:
             raise Conflict(f"the task is {self.status}")
@@ -232,3 +264,11 @@ class WorkflowTask(Aggregate):
     @event(Deleted)
     def _deleted(self, by: str) -> None:
         self.status = DELETED
+
+    @event(Reminded)
+    def _reminded(self, due_at: datetime, instance_id: UUID, messages: list[dict[str, Any]]) -> None:
+        self.reminded = True
+
+    @event(BecameOverdue)
+    def _became_overdue(self, due_at: datetime) -> None:
+        self.overdue = True

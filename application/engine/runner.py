@@ -7,10 +7,13 @@ then recorded in events. Nothing here runs on replay.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.util import BpmnEvent
 from SpiffWorkflow.bpmn.specs.mixins.events.end_event import EndEvent
 from SpiffWorkflow.bpmn.specs.mixins.manual_task import ManualTask
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
@@ -18,6 +21,7 @@ from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
 from application.engine import serializer
+from application.engine.clock import engine_clock, fire
 from application.engine.conventions import FORM_PROPERTY, properties
 from application.engine.scripts import restricted_script_engine
 from application.engine.spec_cache import SpecCache
@@ -71,32 +75,87 @@ class Engine:
         self._script_timeout = script_timeout
         self._specs = spec_cache or SpecCache()
 
-    def start(self, ref: SpecRef, data: dict[str, Any]) -> Step:
-        spec, subprocess_specs = self._specs.get(ref.key, ref.spec_state, ref.engine_format)
-        workflow = BpmnWorkflow(spec, subprocess_specs, script_engine=self._script_engine())
-        workflow.data.update(data)
-        start = workflow.get_tasks(state=TaskState.READY)
-        for task in start:
-            task.data.update(data)
-        return self._run(workflow)
+    # Every step runs under ``engine_clock(now)``: timers that start waiting take their due
+    # time from ``now`` (the application's clock), and none fires unless ``fire_timer``
+    # says so (application/engine/clock.py).
+
+    def start(self, ref: SpecRef, data: dict[str, Any], *, now: datetime) -> Step:
+        with engine_clock(now):
+            spec, subprocess_specs = self._specs.get(ref.key, ref.spec_state, ref.engine_format)
+            workflow = BpmnWorkflow(spec, subprocess_specs, script_engine=self._script_engine())
+            workflow.data.update(data)
+            start = workflow.get_tasks(state=TaskState.READY)
+            for task in start:
+                task.data.update(data)
+            return self._run(workflow)
 
     def complete_task(
-        self, ref: SpecRef, state: dict[str, Any], engine_format: str, engine_task_id: str, data: dict[str, Any]
+        self, ref: SpecRef, state: dict[str, Any], engine_format: str, engine_task_id: str, data: dict[str, Any],
+        *, now: datetime,
     ) -> Step:
-        workflow = self._restore(ref, state, engine_format)
-        task = workflow.get_task_from_id(UUID(engine_task_id))
-        if task is None or task.state != TaskState.READY:
-            raise Conflict(f"the engine is not waiting for task {engine_task_id}")
-        task.data.update(data)
-        try:
-            task.run()
-        except SpiffWorkflowException as error:
-            return self._failed(workflow, error)
-        return self._run(workflow)
+        with engine_clock(now):
+            workflow = self._restore(ref, state, engine_format)
+            task = workflow.get_task_from_id(UUID(engine_task_id))
+            if task is None or task.state != TaskState.READY:
+                raise Conflict(f"the engine is not waiting for task {engine_task_id}")
+            task.data.update(data)
+            try:
+                task.run()
+            except SpiffWorkflowException as error:
+                return self._failed(workflow, error)
+            return self._run(workflow)
 
-    def refresh(self, ref: SpecRef, state: dict[str, Any], engine_format: str) -> Step:
-        """Lets waiting events (timers) that are due fire, and runs what follows."""
-        return self._run(self._restore(ref, state, engine_format))
+    def refresh(self, ref: SpecRef, state: dict[str, Any], engine_format: str, *, now: datetime) -> Step:
+        """Runs what is ready; no timer fires here (see ``fire_timer``)."""
+        with engine_clock(now):
+            return self._run(self._restore(ref, state, engine_format))
+
+    def fire_timer(
+        self, ref: SpecRef, state: dict[str, Any], engine_format: str, engine_task_id: str, *, now: datetime
+    ) -> Step | None:
+        """Fires one waiting timer and runs what follows; None if it is not waiting."""
+        with engine_clock(now):
+            workflow = self._restore(ref, state, engine_format)
+            task = workflow.get_task_from_id(UUID(engine_task_id))
+            definition = getattr(getattr(task, "task_spec", None), "event_definition", None)
+            if task is None or task.state != TaskState.WAITING or not isinstance(definition, TimerEventDefinition):
+                return None
+            fire(task)
+            return self._run(workflow)
+
+    def deliver_message(
+        self, ref: SpecRef, state: dict[str, Any], engine_format: str, name: str, payload: Any,
+        correlations: dict[str, Any], *, now: datetime,
+    ) -> Step | None:
+        """Hands a named message to the task waiting for it; None if none is waiting."""
+        with engine_clock(now):
+            workflow = self._restore(ref, state, engine_format)
+            waiting = [task for task in _message_waits(workflow) if task.task_spec.event_definition.name == name]
+            if not waiting:
+                return None
+            # Routing (instance id, correlation keys) was done by the application: the event
+            # carries the waiting workflow's own correlations so SpiffWorkflow matches it.
+            task = waiting[0]
+            correlations = correlations or dict(task.workflow.correlations or {})
+            event = BpmnEvent(task.task_spec.event_definition, payload=payload, correlations=correlations)
+            try:
+                workflow.send_event(event)
+            except SpiffWorkflowException as error:
+                return self._failed(workflow, error)
+            return self._run(workflow)
+
+    def waiting_messages(self, ref: SpecRef, state: dict[str, Any], engine_format: str) -> list[dict[str, Any]]:
+        """The messages a workflow waits for: name, engine task id, correlations so far."""
+        workflow = self._restore(ref, state, engine_format)
+        return [
+            {
+                "name": task.task_spec.event_definition.name,
+                "engine_task_id": str(task.id),
+                "element_id": task.task_spec.bpmn_id,
+                "correlations": dict(task.workflow.correlations or {}),
+            }
+            for task in _message_waits(workflow)
+        ]
 
     def _restore(self, ref: SpecRef, state: dict[str, Any], engine_format: str) -> BpmnWorkflow:
         specs = self._specs.get(ref.key, ref.spec_state, ref.engine_format)
@@ -110,7 +169,7 @@ class Engine:
     def _run(self, workflow: BpmnWorkflow) -> Step:
         try:
             workflow.do_engine_steps()
-            workflow.refresh_waiting_tasks()
+            workflow.refresh_timers()
             workflow.do_engine_steps()
         except SpiffWorkflowException as error:
             return self._failed(workflow, error)
@@ -178,6 +237,14 @@ def _timers(workflow: BpmnWorkflow) -> list[dict[str, Any]]:
                 "due_at": due if isinstance(due, str) else None,
             })
     return timers
+
+
+def _message_waits(workflow: BpmnWorkflow) -> list[Any]:
+    return [
+        task
+        for task in workflow.get_tasks(state=TaskState.WAITING)
+        if isinstance(getattr(task.task_spec, "event_definition", None), MessageEventDefinition)
+    ]
 
 
 def _end_event(workflow: BpmnWorkflow) -> Any:

@@ -16,9 +16,15 @@ from typing import Any
 import msgspec
 from SpiffWorkflow.bpmn.serializer.workflow import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
+from SpiffWorkflow.bpmn.serializer.default.event_definition import TimerConditionalEventDefinitionConverter
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 
-_SERIALIZER = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(SPIFF_CONFIG))
+from application.engine.clock import CLOCKED_TIMERS
+
+# The clocked timers (application/engine/clock.py) share SpiffWorkflow's class names and
+# are registered last, so every restored spec runs on the application's clock.
+_CONFIG = {**SPIFF_CONFIG, **{cls: TimerConditionalEventDefinitionConverter for cls in CLOCKED_TIMERS}}
+_SERIALIZER = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(_CONFIG))
 ENGINE_FORMAT = f"spiff-bpmn/{_SERIALIZER.VERSION}"
 _SPEC_KEYS = ("spec", "subprocess_specs")
 

@@ -1,0 +1,205 @@
+"""The mail worker: reads emails from the log into the outbox, and sends them.
+
+One worker is active across replicas: it holds a PostgreSQL advisory lock on its own
+connection for as long as it runs; the others stand by and take over when that session
+ends. Each round:
+
+1. catches the outbox up with the log (``EmailOutbox``, a tracked reader);
+2. sends every pending email that is due: render, SMTP, then record ``EmailSent``;
+3. on failure, schedules the next attempt with backoff; after ``MAX_ATTEMPTS`` (or at once
+   for a permanent failure) records an incident on the instance.
+
+Exactly once, and its limit (ADR 0007): an email counts as sent when ``EmailSent`` is
+stored. If the process dies after the SMTP server accepted it and before that event is
+stored, the next worker sends it again with the same ``Message-ID`` (derived from the
+stored event and the index), which receiving systems use to drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from application.mail import MAX_ATTEMPTS, MailDeliveryFailed, MailTemplates, SmtpSender, backoff_delay
+from application.mail.compose import compose, recipients
+from application.outbox.email_outbox import DROPPED, INCIDENT, PENDING, SENT, EmailOutbox
+from application.outbox.tables import OUTBOX, q
+from application.settings import Settings
+from domain.identity import SYSTEM_USER
+from domain.instance import DELETED
+
+log = logging.getLogger(__name__)
+
+EMAIL_INCIDENT = "email"
+
+
+def author_is_admin(added_by: str) -> bool:
+    """Whether a definition version's author may name literal recipient addresses.
+
+    Every way to add a version is admin-only (``upload_definition_version`` checks it) or
+    the system's own built-in template, so any recorded author is an admin; an empty author
+    (a version from before authors were recorded) is not trusted.
+    """
+    return added_by == SYSTEM_USER or bool(added_by)
+
+
+class MailWorker:
+    def __init__(
+        self,
+        service: Any,
+        settings: Settings,
+        *,
+        sender: SmtpSender | None = None,
+        templates: MailTemplates | None = None,
+        batch_size: int = 50,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.outbox = EmailOutbox(service)
+        self.sender = sender or _sender_from(settings)
+        self.templates = templates or MailTemplates(settings.mail_templates_dir or None)
+        self.groups = settings.group_address_map()
+        self.batch_size = batch_size
+        self._lock_connection: psycopg.Connection[Any] | None = None
+
+    # -- leadership --------------------------------------------------------------------------
+
+    def acquire(self) -> bool:
+        """Takes the advisory lock if free; True while this worker is the active one."""
+        if self._lock_connection is not None and not self._lock_connection.closed:
+            return True
+        datastore = self.service.recorder.datastore
+        connection = psycopg.connect(**{k: v for k, v in datastore.pool.kwargs.items() if k != "row_factory"},
+                                     autocommit=True)
+        key = f"skillbase-workflow/{datastore.schema}/mail-worker"
+        if connection.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
+            self._lock_connection = connection
+            return True
+        connection.close()
+        return False
+
+    def release(self) -> None:
+        if self._lock_connection is not None:
+            self._lock_connection.close()  # ending the session releases the lock
+            self._lock_connection = None
+
+    # -- rounds ------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """One round if this worker is the active one; returns how many emails it sent."""
+        if not self.acquire():
+            return 0
+        self.outbox.catch_up()
+        if self.sender is None:
+            return 0  # no SMTP server configured: emails wait in the outbox
+        sent = 0
+        for row in self._due_rows():
+            sent += self._deliver(row)
+        return sent
+
+    def run_until(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    self.run_once()
+                except Exception:  # a database or network hiccup must not end the worker
+                    log.exception("mail round failed")
+                    self.release()
+                stop.wait(poll_seconds)
+        finally:
+            self.release()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every outbox row, oldest first (operators, tests)."""
+        datastore = self.service.recorder.datastore
+        with datastore.transaction() as curs:
+            curs.execute(q(datastore, f"SELECT * FROM {{schema}}.{OUTBOX} ORDER BY originator_version, idx"))
+            return curs.fetchall()
+
+    def _due_rows(self) -> list[dict[str, Any]]:
+        datastore = self.service.recorder.datastore
+        with datastore.transaction() as curs:
+            curs.execute(q(datastore, f"""SELECT * FROM {{schema}}.{OUTBOX}
+                WHERE status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
+                ORDER BY next_attempt_at NULLS FIRST, originator_version LIMIT %s"""),
+                (PENDING, self.service.clock(), self.batch_size))
+            return curs.fetchall()
+
+    # -- one email ---------------------------------------------------------------------------
+
+    def _deliver(self, row: dict[str, Any]) -> int:
+        event_id, index, instance_id = str(row["event_id"]), row["idx"], row["instance_id"]
+        instance = self.service.get_instance(instance_id)
+        if instance.email_sent(event_id, index) is not None:
+            self._set(row, status=SENT)
+            return 0
+        if instance.status == DELETED:
+            self._set(row, status=DROPPED)
+            return 0
+        try:
+            email = self._compose(row, instance)
+            asyncio.run(self.sender.send(email, self.service.clock()))
+        except MailDeliveryFailed as failure:
+            self._failed(row, failure)
+            return 0
+        self.service.record_email_sent(instance_id, event_id=event_id, index=index, message_id=row["message_id"])
+        self._set(row, status=SENT)
+        return 1
+
+    def _compose(self, row: dict[str, Any], instance: Any) -> Any:
+        version = self.service.definition_version(instance.definition_id, instance.definition_version)
+        definition = self.service.get_definition(instance.credential_id)
+        payload = row["payload"]
+        to = recipients(payload, learner_email=instance.user_email, group_addresses=self.groups,
+                        literal_allowed=author_is_admin(version.added_by))
+        task = None
+        if row["originator_id"] != row["instance_id"]:  # a task's event: a reminder
+            task = self.service.get_task(row["originator_id"])
+        context = {
+            "credential_name": definition.name,
+            "learner_email": instance.user_email or "",
+            "learner_id": instance.user_id,
+            "instance_id": str(instance.id),
+            "outcome": instance.result,
+            "task_name": task.name if task else None,
+            "due_at": task.due_at.isoformat() if task and task.due_at else None,
+            "data": instance.data,
+        }
+        return compose(self.templates, message_id=row["message_id"], payload=payload, to=to, context=context)
+
+    def _failed(self, row: dict[str, Any], failure: MailDeliveryFailed) -> None:
+        attempts = row["attempts"] + 1
+        if failure.permanent or attempts >= MAX_ATTEMPTS:
+            log.warning("email %s failed for good after %d attempt(s): %s", row["message_id"], attempts, failure.reason)
+            self.service.raise_incident(
+                row["instance_id"], incident_id=row["incident_id"], kind=EMAIL_INCIDENT,
+                subject={"event_id": str(row["event_id"]), "index": row["idx"], "message_id": row["message_id"],
+                         "template": (row["payload"] or {}).get("template")},
+                reason=failure.reason, attempts=attempts,
+            )
+            self._set(row, status=INCIDENT, attempts=attempts, last_error=failure.reason)
+            return
+        retry_at = self.service.clock() + timedelta(seconds=backoff_delay(attempts))
+        log.info("email %s attempt %d failed (%s); next at %s", row["message_id"], attempts, failure.reason, retry_at)
+        self._set(row, attempts=attempts, next_attempt_at=retry_at, last_error=failure.reason)
+
+    def _set(self, row: dict[str, Any], **values: Any) -> None:
+        datastore = self.service.recorder.datastore
+        assignments = ", ".join(f"{name} = %s" for name in values)
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(q(datastore, f"UPDATE {{schema}}.{OUTBOX} SET {assignments} WHERE event_id = %s AND idx = %s"),
+                         (*values.values(), row["event_id"], row["idx"]))
+
+
+def _sender_from(settings: Settings) -> SmtpSender | None:
+    if not settings.smtp_host:
+        return None
+    return SmtpSender(
+        host=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_username,
+        password=settings.smtp_password, starttls=settings.smtp_starttls, mail_from=settings.mail_from,
+    )

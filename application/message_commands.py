@@ -1,0 +1,199 @@
+"""BPMN messages in and out: emails the process sent, and messages delivered to it.
+
+Out: the mail worker (application/mail_worker.py) records what happened to each email on
+the instance: ``EmailSent`` once the SMTP server accepted it, ``IncidentRaised`` when it
+gave up; an admin's ``retry_incident`` puts the email back in the queue.
+
+In: ``deliver_message`` hands a named message to an instance that waits for it (receive
+task, message catch event), found by instance id or correlation keys. The message id
+makes it idempotent: the instance records it with the step it caused, and the inbound
+table remembers every id. A message nobody waits for yet is kept for ``message_keep``
+and delivered by the scheduler once an instance starts waiting (ADR 0007).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+from application.app import WorkflowApplication
+from application.outbox.tables import INBOUND, WAITS, ensure_tables, q
+from domain.errors import Conflict, InvalidInput, NotAllowed, Problem
+from domain.identity import Actor
+from domain.instance import MESSAGE_RECEIVED, WorkflowInstance
+
+T = TypeVar("T")
+
+DELIVERED, DUPLICATE, KEPT, EXPIRED, PENDING = "delivered", "duplicate", "kept", "expired", "pending"
+MAX_MESSAGE_ID = 200
+
+
+def retry_on_conflict(command: Callable[[], T], attempts: int = 5) -> T:
+    """Runs a load-decide-save command again when a concurrent save got there first."""
+    for _ in range(attempts - 1):
+        try:
+            return command()
+        except Conflict as error:
+            if "changed this at the same moment" not in error.detail:
+                raise
+    return command()
+
+
+class MessageCommands(WorkflowApplication):
+    message_keep = timedelta(days=7)
+
+    # -- emails out --------------------------------------------------------------------
+
+    def record_email_sent(self, instance_id: UUID, *, event_id: str, index: int, message_id: str) -> bool:
+        """Records that SMTP accepted the email; False if it was recorded before."""
+        def command() -> bool:
+            instance = self.get_instance(instance_id)
+            recorded = instance.record_email_sent(event_id=event_id, index=index, message_id=message_id)
+            self.save_all(instance)
+            return recorded
+        return retry_on_conflict(command)
+
+    def raise_incident(
+        self, instance_id: UUID, *, incident_id: str, kind: str, subject: dict[str, Any], reason: str, attempts: int
+    ) -> bool:
+        def command() -> bool:
+            instance = self.get_instance(instance_id)
+            raised = instance.raise_incident(
+                incident_id=incident_id, kind=kind, subject=subject, reason=reason, attempts=attempts
+            )
+            self.save_all(instance)
+            return raised
+        return retry_on_conflict(command)
+
+    def retry_incident(self, actor: Actor, instance_id: UUID, incident_id: str) -> None:
+        """An admin retries what failed: an email goes back to the outbox with fresh attempts."""
+        instance = self.visible_instance(actor, instance_id)
+        instance.retry_incident(actor, incident_id)
+        self.save_all(instance)
+
+    # -- messages in -------------------------------------------------------------------
+
+    def deliver_message(
+        self,
+        actor: Actor,
+        name: str,
+        payload: Any,
+        message_id: str,
+        instance_id: UUID | None = None,
+        correlation_keys: dict[str, Any] | None = None,
+    ) -> str:
+        """Delivers a named message once per ``message_id``.
+
+        Returns ``delivered`` (an instance took it now), ``kept`` (nobody waits yet: it is
+        kept for ``message_keep``) or ``duplicate`` (this id arrived before: no effect).
+        """
+        _check_message(name, message_id, correlation_keys, payload)
+        if instance_id is not None:
+            self.visible_instance(actor, instance_id)  # NotFound for strangers
+            if not (actor.is_admin or actor.user_id == self.get_instance(instance_id).user_id):
+                raise NotAllowed("only the learner or an admin can send a message to this instance")
+        elif not actor.is_admin:
+            raise NotAllowed("only an admin can deliver messages by correlation keys")
+        elif not correlation_keys:
+            raise InvalidInput("a message names its instance or correlation keys",
+                               [Problem("$.correlation_keys", "give instance_id or correlation_keys")])
+        datastore = self.recorder.datastore
+        ensure_tables(datastore)
+        now = self.clock()
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(q(datastore, f"""INSERT INTO {{schema}}.{INBOUND}
+                (message_id, name, payload, instance_id, correlation_keys, received_at, expires_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING message_id"""),
+                (message_id, name, json.dumps(payload), instance_id, json.dumps(correlation_keys or {}),
+                 now, now + self.message_keep))
+            if curs.fetchone() is None:
+                return DUPLICATE
+        targets = [instance_id] if instance_id is not None else self._waiting_instances(name, correlation_keys or {})
+        for target in targets:
+            if self._deliver_to(target, message_id, name, payload):
+                return DELIVERED
+        return KEPT
+
+    def deliver_kept_messages(self) -> int:
+        """Delivers kept messages to instances that now wait for them; expires old ones."""
+        datastore = self.recorder.datastore
+        ensure_tables(datastore)
+        now = self.clock()
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(q(datastore, f"UPDATE {{schema}}.{INBOUND} SET status = %s "
+                                      "WHERE status = %s AND expires_at <= %s"), (EXPIRED, PENDING, now))
+            curs.execute(q(datastore, f"""SELECT m.message_id, m.name, m.payload, w.instance_id AS target
+                FROM {{schema}}.{INBOUND} m JOIN {{schema}}.{WAITS} w
+                  ON w.name = m.name AND (m.instance_id IS NULL OR m.instance_id = w.instance_id)
+                 AND w.correlations @> m.correlation_keys
+                WHERE m.status = %s ORDER BY m.received_at"""), (PENDING,))
+            candidates = curs.fetchall()
+        delivered: set[str] = set()
+        for row in candidates:
+            if row["message_id"] not in delivered and self._deliver_to(
+                row["target"], row["message_id"], row["name"], row["payload"]
+            ):
+                delivered.add(row["message_id"])
+        return len(delivered)
+
+    def message_status(self, message_id: str) -> dict[str, Any] | None:
+        datastore = self.recorder.datastore
+        ensure_tables(datastore)
+        with datastore.transaction() as curs:
+            curs.execute(q(datastore, f"SELECT message_id, name, status, instance_id, delivered_to, received_at, "
+                                      f"expires_at FROM {{schema}}.{INBOUND} WHERE message_id = %s"), (message_id,))
+            return curs.fetchone()
+
+    def _waiting_instances(self, name: str, correlation_keys: dict[str, Any]) -> list[UUID]:
+        datastore = self.recorder.datastore
+        with datastore.transaction() as curs:
+            curs.execute(q(datastore, f"SELECT DISTINCT instance_id FROM {{schema}}.{WAITS} "
+                                      "WHERE name = %s AND correlations @> %s::jsonb"),
+                         (name, json.dumps(correlation_keys)))
+            return [row["instance_id"] for row in curs.fetchall()]
+
+    def _deliver_to(self, instance_id: UUID, message_id: str, name: str, payload: Any) -> bool:
+        """True when the instance has taken the message (now or before)."""
+        def command() -> bool:
+            instance = self._find(WorkflowInstance, instance_id)
+            if instance is None or not instance.is_running:
+                return instance is not None and instance.has_received(message_id)
+            if instance.has_received(message_id):
+                return True
+            version = self.definition_version(instance.definition_id, instance.definition_version)
+            step = self.engine.deliver_message(
+                self._spec_ref(instance.definition_id, version), instance.engine_state, version.engine_format,
+                name, payload, {}, now=self.clock(),
+            )
+            if step is None:
+                return False
+            others = self._advance(instance, step, cause=MESSAGE_RECEIVED, cause_id=message_id, done=None)
+            self.save_all(instance, *others)
+            return True
+
+        taken = retry_on_conflict(command)
+        if taken:
+            datastore = self.recorder.datastore
+            with datastore.transaction(commit=True) as curs:
+                curs.execute(q(datastore, f"UPDATE {{schema}}.{INBOUND} SET status = %s, delivered_to = %s "
+                                          "WHERE message_id = %s"), (DELIVERED, instance_id, message_id))
+        return taken
+
+
+def _check_message(name: str, message_id: str, correlation_keys: Any, payload: Any) -> None:
+    problems = []
+    if not isinstance(name, str) or not name.strip():
+        problems.append(Problem("$.name", "a message has a name"))
+    if not isinstance(message_id, str) or not message_id.strip() or len(message_id) > MAX_MESSAGE_ID:
+        problems.append(Problem("$.message_id", f"a message id is 1 to {MAX_MESSAGE_ID} characters"))
+    if correlation_keys is not None and not isinstance(correlation_keys, dict):
+        problems.append(Problem("$.correlation_keys", "correlation keys are an object"))
+    try:
+        json.dumps(payload)
+    except (TypeError, ValueError):
+        problems.append(Problem("$.payload", "the payload must be JSON"))
+    if problems:
+        raise InvalidInput("the message cannot be delivered", problems)

@@ -1,0 +1,69 @@
+"""The email outbox: one row per ``email`` message recorded in a stored event.
+
+A row is identified by the stored event's id (``contract.event_id``) and the message's
+index in that event's ``messages``. Its sent state mirrors ``Instance.EmailSent``, its
+incident state ``Instance.IncidentRaised`` / ``IncidentRetried``, so the whole table
+can be rebuilt from the log. Only the attempt counter and the next attempt time are the
+worker's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+from application.contract import event_id as stored_event_id
+from application.mail import message_id_for
+from application.outbox.reader import TrackedReader
+from application.outbox.tables import OUTBOX, q
+from domain.event_types import stored_topic
+
+EMAIL = "email"
+PENDING, SENT, INCIDENT, DROPPED = "pending", "sent", "incident", "dropped"
+
+
+def email_incident_id(event_id: str, index: int) -> str:
+    return f"email:{event_id}:{index}"
+
+
+class EmailOutbox(TrackedReader):
+    name = "email-outbox"
+    topics = tuple(
+        [stored_topic("Instance", fact) for fact in
+         ("Started", "Advanced", "EmailSent", "IncidentRaised", "IncidentRetried")]
+        + [stored_topic("Task", "Reminded")]
+    )
+
+    def handle(self, curs: Any, domain_event: Any, notification: Any) -> None:
+        fact = type(domain_event).__name__
+        if fact == "EmailSent":
+            self._set_status(curs, "event_id = %s AND idx = %s", (UUID(domain_event.event_id), domain_event.index), SENT)
+        elif fact == "IncidentRaised":
+            self._set_status(curs, "incident_id = %s", (domain_event.incident_id,), INCIDENT)
+        elif fact == "IncidentRetried":
+            curs.execute(
+                q(self.datastore, f"UPDATE {{schema}}.{OUTBOX} SET status = %s, attempts = 0, next_attempt_at = NULL "
+                                  "WHERE incident_id = %s AND status = %s"),
+                (PENDING, domain_event.incident_id, INCIDENT),
+            )
+        else:
+            self._add(curs, domain_event)
+
+    def _add(self, curs: Any, domain_event: Any) -> None:
+        instance_id = getattr(domain_event, "instance_id", None) or domain_event.originator_id
+        event_id = stored_event_id(domain_event.originator_id, domain_event.originator_version)
+        for index, message in enumerate(domain_event.messages):
+            if message.get("name") != EMAIL:
+                continue
+            curs.execute(
+                q(self.datastore, f"""INSERT INTO {{schema}}.{OUTBOX}
+                    (event_id, idx, instance_id, originator_id, originator_version, message_id, incident_id, payload)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"""),
+                (UUID(event_id), index, instance_id, domain_event.originator_id, domain_event.originator_version,
+                 message_id_for(UUID(event_id), index), email_incident_id(event_id, index),
+                 json.dumps(message.get("payload"))),
+            )
+
+    def _set_status(self, curs: Any, where: str, params: tuple[Any, ...], status: str) -> None:
+        curs.execute(q(self.datastore, f"UPDATE {{schema}}.{OUTBOX} SET status = %s WHERE {where}"), (status, *params))

@@ -1,0 +1,84 @@
+"""The tables behind emails, due times and inbound messages, in the event store's schema.
+
+Every table except ``workflow_inbound_messages`` is a read model of the event log, kept by
+a tracked reader (``TrackedReader``): it can be dropped and rebuilt from the events. The
+inbound messages table is the one record of messages that arrived before anyone waited.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+POSITIONS = "workflow_reader_positions"
+OUTBOX = "workflow_email_outbox"
+DUE = "workflow_due"
+WAITS = "workflow_message_waits"
+INBOUND = "workflow_inbound_messages"
+
+_DDL = (
+    f"""CREATE TABLE IF NOT EXISTS {{schema}}.{POSITIONS} (
+        reader text PRIMARY KEY,
+        notification_id bigint NOT NULL DEFAULT 0)""",
+    f"""CREATE TABLE IF NOT EXISTS {{schema}}.{OUTBOX} (
+        event_id uuid NOT NULL,
+        idx int NOT NULL,
+        instance_id uuid NOT NULL,
+        originator_id uuid NOT NULL,
+        originator_version int NOT NULL,
+        message_id text NOT NULL,
+        incident_id text NOT NULL,
+        payload jsonb NOT NULL,
+        status text NOT NULL DEFAULT 'pending',
+        attempts int NOT NULL DEFAULT 0,
+        next_attempt_at timestamptz,
+        last_error text,
+        PRIMARY KEY (event_id, idx))""",
+    f"""CREATE INDEX IF NOT EXISTS {OUTBOX}_pending ON {{schema}}.{OUTBOX} (next_attempt_at)
+        WHERE status = 'pending'""",
+    f"""CREATE TABLE IF NOT EXISTS {{schema}}.{DUE} (
+        kind text NOT NULL,
+        instance_id uuid NOT NULL,
+        key text NOT NULL,
+        element_id text,
+        due_at timestamptz NOT NULL,
+        PRIMARY KEY (kind, instance_id, key))""",
+    f"CREATE INDEX IF NOT EXISTS {DUE}_due_at ON {{schema}}.{DUE} (due_at)",
+    f"""CREATE TABLE IF NOT EXISTS {{schema}}.{WAITS} (
+        instance_id uuid NOT NULL,
+        engine_task_id text NOT NULL,
+        name text NOT NULL,
+        correlations jsonb NOT NULL,
+        PRIMARY KEY (instance_id, engine_task_id))""",
+    f"""CREATE TABLE IF NOT EXISTS {{schema}}.{INBOUND} (
+        message_id text PRIMARY KEY,
+        name text NOT NULL,
+        payload jsonb,
+        instance_id uuid,
+        correlation_keys jsonb NOT NULL,
+        received_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL,
+        status text NOT NULL DEFAULT 'pending',
+        delivered_to uuid)""",
+)
+
+_ensured: set[tuple[int, str]] = set()
+
+
+def q(datastore: Any, statement: str) -> sql.Composed:
+    """``statement`` with ``{schema}`` replaced by the event store's schema."""
+    return sql.SQL(statement).format(schema=sql.Identifier(datastore.schema))
+
+
+def ensure_tables(datastore: Any) -> None:
+    """Creates the tables once per process and schema (safe with many replicas at once)."""
+    key = (id(datastore), datastore.schema)
+    if key in _ensured:
+        return
+    with datastore.transaction(commit=True) as curs:
+        # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: serialise.
+        curs.execute("SELECT pg_advisory_xact_lock(hashtext('skillbase-workflow-tables'))")
+        for statement in _DDL:
+            curs.execute(q(datastore, statement))
+    _ensured.add(key)

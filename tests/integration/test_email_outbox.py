@@ -1,0 +1,237 @@
+"""Emails of the example process reach a real SMTP server (aiosmtpd): exactly the right
+ones, to the right people, once each — also when the server was down meanwhile, when the
+worker crashed after sending, and when an admin retries a failed email."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import pytest
+
+from application.bootstrap import bootstrap, open_file_store
+from application.contract import event_id
+from application.mail import MAX_ATTEMPTS, message_id_for
+from application.mail_worker import MailWorker
+from application.service import WorkflowService
+from domain.errors import NotAllowed
+from domain.identity import Actor
+from interface.examples import load_example_catalog
+from tests.fixtures.clock import ManualClock
+
+pytestmark = pytest.mark.integration
+
+LIN = Actor.of("learner-lin", email="lin@example.org")
+ADA = Actor.of("assessor-ada", "Assessor")
+ADMIN = Actor.of("root", "admin")
+ASSESSORS = "assessors@example.org"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def mail_settings(settings, smtp_server):
+    return msgspec.structs.replace(
+        settings, smtp_host=smtp_server.host, smtp_port=smtp_server.port,
+        group_addresses=(f"Assessor={ASSESSORS}",),
+    )
+
+
+@pytest.fixture
+def service(mail_settings, schema_database, clock):
+    app = bootstrap(mail_settings, database=schema_database, clock=clock)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def worker(service, mail_settings):
+    found = MailWorker(service, mail_settings)
+    yield found
+    found.release()
+
+
+def run_process(app: WorkflowService, settings: Any, score: int) -> UUID:
+    _skill, credential_id = load_example_catalog(app)
+    instance_id = app.start_instance(LIN, credential_id)
+    stored = open_file_store(settings).write([b"weld notes\n"], "text/plain")
+    app.attach_file(LIN, instance_id, file_id=stored.file_id, extension=stored.extension,
+                    media_type=stored.media_type, size=stored.size, sha256=stored.sha256, name="notes.txt")
+    (submit,) = app.get_instance(instance_id).open_tasks
+    app.complete_task(LIN, submit, {"statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [str(stored.file_id)]})
+    (assess,) = app.get_instance(instance_id).open_tasks
+    app.claim_task(ADA, assess)
+    app.complete_task(ADA, assess, {"score": score, "feedback": "Seen."})
+    (observe,) = app.get_instance(instance_id).open_tasks
+    app.claim_task(ADA, observe)
+    app.complete_task(ADA, observe, {})
+    return instance_id
+
+
+def email_events(app: WorkflowService, instance_id: UUID) -> list[tuple[str, int]]:
+    """(Message-ID expected, version) for every email message the instance recorded."""
+    found = []
+    for notification in app.recorder.select_notifications(start=1, limit=10_000):
+        event = app.mapper.to_domain_event(notification)
+        if event.originator_id == instance_id:
+            for index, message in enumerate(getattr(event, "messages", [])):
+                if message["name"] == "email":
+                    found.append(message_id_for(UUID(event_id(instance_id, event.originator_version)), index))
+    return found
+
+
+def text(received) -> str:
+    return received.message.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize(
+    ("score", "template", "subject"),
+    [(85, "credential_passed", "You passed"), (40, "credential_failed", "Your assessment for")],
+)
+def test_the_example_process_sends_exactly_its_emails(service, mail_settings, worker, smtp_server,
+                                                      score, template, subject):
+    instance_id = run_process(service, mail_settings, score)
+
+    assert worker.run_once() == 2
+    assert worker.run_once() == 0
+
+    first, second = smtp_server.wait_for(2)
+    assert len(smtp_server.messages) == 2
+    assert first.rcpt_tos == (ASSESSORS,)
+    assert first.message["Subject"].startswith("Evidence submitted for")
+    assert "lin@example.org" in text(first) and f"/instances/{instance_id}" in text(first)
+    assert second.rcpt_tos == ("lin@example.org",)
+    assert second.message["Subject"].startswith(subject)
+    assert f"/instances/{instance_id}" in text(second)
+    assert [first.message["Message-ID"], second.message["Message-ID"]] == email_events(service, instance_id)
+    instance = service.get_instance(instance_id)
+    assert len(instance.emails_sent) == 2
+    assert {row["status"] for row in worker.rows()} == {"sent"}
+
+
+def test_smtp_down_while_the_process_runs_emails_arrive_once_it_is_back(service, mail_settings, worker,
+                                                                       smtp_server, clock):
+    smtp_server.stop()
+    instance_id = run_process(service, mail_settings, 85)
+
+    assert worker.run_once() == 0
+    assert {row["attempts"] for row in worker.rows()} == {1}
+    clock.advance(seconds=1)
+    worker.run_once()  # not due yet or failing again: nothing arrives, nothing is lost
+
+    smtp_server.start()
+    clock.advance(minutes=10)
+    assert worker.run_once() == 2
+    clock.advance(minutes=10)
+    assert worker.run_once() == 0
+
+    received = smtp_server.wait_for(2)
+    assert len(smtp_server.messages) == 2
+    assert sorted(r.message["Message-ID"] for r in received) == sorted(email_events(service, instance_id))
+
+
+def test_a_new_worker_after_a_crash_between_smtp_and_recording_resends_with_the_same_message_id(
+        service, mail_settings, smtp_server):
+    instance_id = run_process(service, mail_settings, 85)
+    crashing = MailWorker(service, mail_settings)
+    crashing.service = _Crashing(service)
+    with pytest.raises(RuntimeError):
+        crashing.run_once()
+    crashing.release()  # the process died: its session and lock are gone
+
+    fresh = bootstrap(mail_settings, database=_database(service), clock=service.clock)
+    try:
+        restarted = MailWorker(fresh, mail_settings)
+        assert restarted.run_once() == 2
+        restarted.release()
+    finally:
+        fresh.close()
+
+    ids = [r.message["Message-ID"] for r in smtp_server.wait_for(3)]
+    assert ids[0] == ids[1]  # the duplicate carries the same id: receivers drop it
+    assert sorted(set(ids)) == sorted(email_events(service, instance_id))
+    assert len(service.get_instance(instance_id).emails_sent) == 2
+
+
+def test_a_failed_email_becomes_an_incident_that_an_admin_retries(service, mail_settings, worker,
+                                                                 smtp_server, clock):
+    smtp_server.reject(ASSESSORS, "550 5.1.1 No such mailbox")
+    instance_id = run_process(service, mail_settings, 85)
+
+    assert worker.run_once() == 1  # the learner's email goes; the assessors' is refused for good
+    instance = service.get_instance(instance_id)
+    (incident,) = instance.open_incidents
+    assert incident["kind"] == "email" and "550" in incident["reason"]
+    assert incident["subject"]["template"] == "evidence_submitted"
+    with pytest.raises(NotAllowed):
+        service.retry_incident(LIN, instance_id, incident["id"])
+
+    smtp_server._handler.refusals.clear()
+    service.retry_incident(ADMIN, instance_id, incident["id"])
+    assert worker.run_once() == 1
+    assert worker.run_once() == 0
+    assert service.get_instance(instance_id).open_incidents == []
+    assert [r.rcpt_tos for r in smtp_server.wait_for(2)] == [("lin@example.org",), (ASSESSORS,)]
+
+
+def test_temporary_failures_end_in_an_incident_after_the_last_attempt(service, mail_settings, worker,
+                                                                     smtp_server, clock):
+    smtp_server.stop()
+    instance_id = run_process(service, mail_settings, 85)
+    for _ in range(MAX_ATTEMPTS):
+        worker.run_once()
+        clock.advance(hours=1)
+
+    incidents = service.get_instance(instance_id).open_incidents
+    assert len(incidents) == 2 and {i["attempts"] for i in incidents} == {MAX_ATTEMPTS}
+    assert {row["status"] for row in worker.rows()} == {"incident"}
+
+
+def test_one_worker_sends_at_a_time(service, mail_settings, worker, smtp_server):
+    run_process(service, mail_settings, 85)
+    standby = MailWorker(service, mail_settings)
+    try:
+        assert worker.acquire()
+        assert standby.run_once() == 0
+        worker.release()
+        assert standby.run_once() == 2
+    finally:
+        standby.release()
+    assert len(smtp_server.wait_for(2)) == 2
+
+
+def test_without_smtp_emails_wait_in_the_outbox(service, settings, smtp_server):
+    run_process(service, settings, 85)
+    quiet = MailWorker(service, settings)
+    try:
+        assert quiet.run_once() == 0
+    finally:
+        quiet.release()
+    assert {row["status"] for row in quiet.rows()} == {"pending"}
+    assert smtp_server.messages == []
+
+
+class _Crashing:
+    """The service as the worker sees it, dying right after the SMTP server said 250."""
+
+    def __init__(self, service: WorkflowService) -> None:
+        self._service = service
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+    def record_email_sent(self, *args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("killed after SMTP accepted the email")
+
+
+def _database(service: WorkflowService):
+    from application.database import Database
+
+    datastore = service.recorder.datastore
+    kwargs = datastore.pool.kwargs
+    return Database(host=kwargs["host"], port=int(kwargs["port"]), name=kwargs["dbname"], user=kwargs["user"],
+                    password=kwargs["password"], schema=datastore.schema)
