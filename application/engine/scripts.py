@@ -176,7 +176,8 @@ def _constant_int(node: ast.AST) -> int | None:
         return None
     if isinstance(node.op, (ast.Pow, ast.LShift)) and right > 0:
         if right > MAX_POWER or abs(left).bit_length() * right > MAX_CONSTANT_BITS:
-            raise OverflowError(f"constant {left} ** {right} is too large to compute")
+            symbol = "**" if isinstance(node.op, ast.Pow) else "<<"
+            raise OverflowError(f"constant {left} {symbol} {right} is too large to compute")
     try:
         return _INT_OPS[type(node.op)](left, right)
     except (ArithmeticError, ValueError):
