@@ -157,6 +157,15 @@ class Engine:
             for task in _message_waits(workflow)
         ]
 
+    def element_properties(self, ref: SpecRef, element_id: str) -> dict[str, str]:
+        """The ``spiffworkflow:properties`` of one element of a definition version."""
+        spec, subprocess_specs = self._specs.get(ref.key, ref.spec_state, ref.engine_format)
+        for process in (spec, *subprocess_specs.values()):
+            for task_spec in process.task_specs.values():
+                if getattr(task_spec, "bpmn_id", None) == element_id:
+                    return dict(properties(task_spec))
+        return {}
+
     def _restore(self, ref: SpecRef, state: dict[str, Any], engine_format: str) -> BpmnWorkflow:
         specs = self._specs.get(ref.key, ref.spec_state, ref.engine_format)
         workflow = serializer.restore(specs, state, engine_format)

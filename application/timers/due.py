@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import isodate
+
 from application.engine.clock import as_utc
 from application.outbox.reader import TrackedReader
 from application.outbox.tables import DUE, WAITS, q
@@ -24,8 +26,14 @@ REMINDER_LEAD_MAX = timedelta(days=1)
 REMINDER_LEAD_SHARE = 0.2
 
 
-def reminder_at(created: datetime, due: datetime) -> datetime:
-    """A day before the due date, or at 80 % of the time given when that is shorter."""
+def reminder_at(due: datetime, due_in: str | None) -> datetime:
+    """A day before the due date, or at 80 % of the time given (``dueIn``) when that is
+    shorter. The time given comes from the definition, not from the event's timestamp:
+    due dates follow the application's clock, event timestamps the wall clock."""
+    try:
+        created = due - isodate.parse_duration(due_in or "")  # months resolve at the due date
+    except (isodate.ISO8601Error, ValueError, TypeError):
+        return due - REMINDER_LEAD_MAX
     return due - min(REMINDER_LEAD_MAX, (due - created) * REMINDER_LEAD_SHARE)
 
 
@@ -78,6 +86,9 @@ class DueTimes(TrackedReader):
                                  "credential_id": event.credential_id, "skill_id": event.skill_id}}
             self._instances[instance_id] = keys
             return keys
+        return self._instance_keys(instance_id)
+
+    def _instance_keys(self, instance_id: UUID) -> dict[str, Any]:
         keys = self._instances.get(instance_id)
         if keys is None:
             instance = self.app.repository.get(instance_id, version=1)
@@ -94,6 +105,11 @@ class DueTimes(TrackedReader):
             self.app._spec_ref(definition_id, version), event.engine_state, version.engine_format
         )
 
+    def _element_properties(self, instance_id: UUID, element_id: str) -> dict[str, str]:
+        definition_id, number = self._instance_keys(instance_id)["definition"]
+        version = self.app.definition_version(definition_id, number)
+        return self.app.engine.element_properties(self.app._spec_ref(definition_id, version), element_id)
+
     def _forget(self, curs: Any, instance_id: UUID) -> None:
         self._delete(curs, DUE, "kind = %s AND instance_id = %s", (TIMER, instance_id))
         self._delete(curs, WAITS, "instance_id = %s", (instance_id,))
@@ -105,8 +121,9 @@ class DueTimes(TrackedReader):
         key = str(event.originator_id)
         if fact == "Created":
             if event.due_at is not None:
+                due_in = self._element_properties(event.instance_id, event.element_id).get("dueIn")
                 self._due(curs, REMINDER, event.instance_id, key, event.element_id,
-                          reminder_at(event.timestamp, event.due_at))
+                          reminder_at(event.due_at, due_in))
                 self._due(curs, OVERDUE, event.instance_id, key, event.element_id, event.due_at)
             return
         kinds = {"Reminded": (REMINDER,), "BecameOverdue": (OVERDUE,)}.get(fact, (REMINDER, OVERDUE))

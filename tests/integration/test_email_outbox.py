@@ -235,3 +235,25 @@ def _database(service: WorkflowService):
     kwargs = datastore.pool.kwargs
     return Database(host=kwargs["host"], port=int(kwargs["port"]), name=kwargs["dbname"], user=kwargs["user"],
                     password=kwargs["password"], schema=datastore.schema)
+
+
+def test_a_task_reminder_email_reaches_the_learner_before_the_due_date(service, mail_settings, worker,
+                                                                       smtp_server, clock):
+    from pathlib import Path
+
+    from application.timers.scheduler import Scheduler
+
+    _skill, credential_id = load_example_catalog(service)
+    bpmn = Path(__file__).resolve().parents[1] / "fixtures" / "bpmn" / "paid-credential.bpmn"
+    number = service.upload_definition_version(ADMIN, credential_id, {"paid-credential.bpmn": bpmn.read_bytes()})
+    service.deploy_definition_version(ADMIN, credential_id, number)
+    instance_id = service.start_instance(LIN, credential_id)
+
+    clock.advance(hours=40)  # the task is due after 48 hours: remind 9.6 hours before
+    Scheduler(service).run_once()
+    assert worker.run_once() == 1
+
+    (received,) = smtp_server.wait_for(1)
+    assert received.rcpt_tos == ("lin@example.org",)
+    assert received.message["Subject"].startswith('Reminder: "Confirm your details"')
+    assert f"/instances/{instance_id}" in text(received)

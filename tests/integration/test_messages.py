@@ -1,0 +1,138 @@
+"""Messages from outside: a receive task takes a named message once per message id; a
+message that arrives early is kept and delivered when the instance starts waiting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from application.bootstrap import bootstrap
+from application.service import WorkflowService
+from application.timers.scheduler import Scheduler
+from domain.errors import InvalidInput, NotAllowed
+from domain.identity import Actor
+from domain.instance import COMPLETED, MESSAGE_RECEIVED, RUNNING
+from interface.examples import load_example_catalog
+from tests.fixtures.clock import ManualClock
+
+pytestmark = pytest.mark.integration
+
+LIN = Actor.of("learner-lin", email="lin@example.org")
+SAM = Actor.of("learner-sam", email="sam@example.org")
+ADMIN = Actor.of("root", "admin")
+PAYMENT = "payment_received"
+PAID_BPMN = Path(__file__).resolve().parents[1] / "fixtures" / "bpmn" / "paid-credential.bpmn"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def service(settings, schema_database, clock):
+    app = bootstrap(settings, database=schema_database, clock=clock)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def credential_id(service) -> str:
+    _skill, credential = load_example_catalog(service)
+    number = service.upload_definition_version(ADMIN, credential, {"paid-credential.bpmn": PAID_BPMN.read_bytes()})
+    service.deploy_definition_version(ADMIN, credential, number)
+    return credential
+
+
+def confirm(app: WorkflowService, learner: Actor, instance_id: UUID) -> None:
+    (task,) = app.get_instance(instance_id).open_tasks
+    app.complete_task(learner, task, {})
+
+
+def message_steps(app: WorkflowService, instance_id: UUID) -> list[str]:
+    events = [app.mapper.to_domain_event(n) for n in app.recorder.select_notifications(start=1, limit=10_000)]
+    return [e.cause_id for e in events
+            if e.originator_id == instance_id and getattr(e, "cause", None) == MESSAGE_RECEIVED]
+
+
+def test_a_waiting_instance_takes_the_message_and_its_payload(service, credential_id):
+    instance_id = service.start_instance(LIN, credential_id)
+    confirm(service, LIN, instance_id)
+
+    outcome = service.deliver_message(ADMIN, PAYMENT, {"amount": 120}, "pay-1", instance_id=instance_id)
+
+    instance = service.get_instance(instance_id)
+    assert outcome == "delivered"
+    assert instance.status == COMPLETED and instance.end_element_id == "end_paid"
+    assert instance.data["payment"] == {"amount": 120}
+
+
+def test_a_message_delivered_twice_with_the_same_id_has_one_effect(service, credential_id):
+    instance_id = service.start_instance(LIN, credential_id)
+    confirm(service, LIN, instance_id)
+
+    first = service.deliver_message(ADMIN, PAYMENT, {"amount": 120}, "pay-1", instance_id=instance_id)
+    second = service.deliver_message(ADMIN, PAYMENT, {"amount": 120}, "pay-1", instance_id=instance_id)
+
+    assert (first, second) == ("delivered", "duplicate")
+    assert message_steps(service, instance_id) == ["pay-1"]
+
+
+def test_an_early_message_is_kept_and_delivered_when_the_instance_starts_waiting(service, credential_id):
+    instance_id = service.start_instance(LIN, credential_id)
+    scheduler = Scheduler(service)
+
+    assert service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-early", instance_id=instance_id) == "kept"
+    scheduler.run_once()
+    assert service.get_instance(instance_id).status == RUNNING  # still at "confirm your details"
+    assert service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-early", instance_id=instance_id) == "duplicate"
+
+    confirm(service, LIN, instance_id)
+    scheduler.run_once()
+
+    instance = service.get_instance(instance_id)
+    assert instance.status == COMPLETED and instance.data["payment"] == {"amount": 80}
+    assert message_steps(service, instance_id) == ["pay-early"]
+    assert service.message_status("pay-early")["status"] == "delivered"
+
+
+def test_a_kept_message_expires_after_the_configured_time(service, credential_id, clock):
+    instance_id = service.start_instance(LIN, credential_id)
+    scheduler = Scheduler(service)
+    service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-late", instance_id=instance_id)
+
+    clock.advance(seconds=service.message_keep.total_seconds() + 1)
+    confirm(service, LIN, instance_id)
+    scheduler.run_once()
+
+    assert service.get_instance(instance_id).status == RUNNING
+    assert service.message_status("pay-late")["status"] == "expired"
+
+
+def test_correlation_keys_find_the_waiting_instance(service, credential_id):
+    lins = service.start_instance(LIN, credential_id)
+    sams = service.start_instance(SAM, credential_id)
+    scheduler = Scheduler(service)
+    for learner, instance_id in ((LIN, lins), (SAM, sams)):
+        confirm(service, learner, instance_id)
+    scheduler.run_once()
+
+    outcome = service.deliver_message(ADMIN, PAYMENT, {"amount": 5}, "pay-sam",
+                                      correlation_keys={"user_id": SAM.user_id})
+
+    assert outcome == "delivered"
+    assert service.get_instance(sams).status == COMPLETED
+    assert service.get_instance(lins).status == RUNNING
+
+
+def test_who_may_deliver_and_what_a_message_must_carry(service, credential_id):
+    instance_id = service.start_instance(LIN, credential_id)
+
+    with pytest.raises(NotAllowed):
+        service.deliver_message(LIN, PAYMENT, {}, "by-keys", correlation_keys={"user_id": "x"})
+    with pytest.raises(InvalidInput):
+        service.deliver_message(ADMIN, PAYMENT, {}, "", instance_id=instance_id)
+    with pytest.raises(InvalidInput):
+        service.deliver_message(ADMIN, PAYMENT, {}, "no-target")

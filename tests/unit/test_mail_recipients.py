@@ -1,0 +1,55 @@
+"""Who an email of the process goes to, and what is refused for good."""
+
+from __future__ import annotations
+
+import pytest
+
+from application.mail import MailDeliveryFailed, MailTemplates
+from application.mail.compose import compose, recipients
+from application.mail_worker import author_is_admin
+from domain.identity import SYSTEM_USER
+
+GROUPS = {"assessor": "assessors@example.org"}
+
+
+def resolve(payload, literal_allowed=False, learner_email="lin@example.org"):
+    return recipients(payload, learner_email=learner_email, group_addresses=GROUPS, literal_allowed=literal_allowed)
+
+
+def test_the_learner_gets_the_address_of_their_token():
+    assert resolve({"template": "t", "to": "learner"}) == ("lin@example.org",)
+
+
+def test_a_group_gets_its_configured_address_whatever_the_case():
+    assert resolve({"template": "t", "to_group": "Assessor"}) == ("assessors@example.org",)
+
+
+def test_a_literal_address_needs_an_admin_author():
+    assert resolve({"template": "t", "to": "ops@example.org"}, literal_allowed=True) == ("ops@example.org",)
+    with pytest.raises(MailDeliveryFailed) as refused:
+        resolve({"template": "t", "to": "ops@example.org"})
+    assert refused.value.permanent
+
+
+@pytest.mark.parametrize(
+    ("payload", "learner_email"),
+    [({"template": "t", "to_group": "kitchen"}, "lin@example.org"),
+     ({"template": "t", "to": "learner"}, None),
+     ({"template": "t"}, "lin@example.org"),
+     ("not a dict", "lin@example.org")],
+)
+def test_what_cannot_be_resolved_is_a_permanent_failure(payload, learner_email):
+    with pytest.raises(MailDeliveryFailed) as refused:
+        resolve(payload, learner_email=learner_email)
+    assert refused.value.permanent
+
+
+def test_an_unknown_template_is_a_permanent_failure():
+    with pytest.raises(MailDeliveryFailed) as refused:
+        compose(MailTemplates(), message_id="<a.0@x>", payload={"template": "nope"}, to=("a@b.org",), context={})
+    assert refused.value.permanent
+
+
+def test_the_system_and_recorded_admins_author_definitions():
+    assert author_is_admin(SYSTEM_USER) and author_is_admin("root")
+    assert not author_is_admin("")
