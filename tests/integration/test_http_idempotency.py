@@ -1,0 +1,127 @@
+"""Idempotency-Key: the same command sent twice — one after the other, at the same moment,
+after a restart, after losing the stored response — has one effect."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from application.bootstrap import bootstrap
+from interface.examples import load_example_catalog
+from interface.http.app import create_app
+from interface.http.testing import ASSESSOR, LEARNER, api_client, auth
+from tests.integration.test_http_process import attach_evidence, only_open_task
+
+pytestmark = pytest.mark.integration
+CREDENTIAL = "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"
+
+
+def instances_of(app: Any) -> int:
+    return sum(1 for n in app.recorder.select_notifications(start=1, limit=10_000) if "Instance.Started" in n.topic
+               or n.topic.endswith("Started"))
+
+
+def test_same_key_same_body_replays_the_response(app: Any, settings: Any, schema_database: Any) -> None:
+    load_example_catalog(app)
+    learner = {**auth(settings, *LEARNER), "Idempotency-Key": "start-1"}
+    with api_client(settings, app, schema_database) as client:
+        first = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner)
+        again = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner)
+        other = client.post("/instances", json={"credential_id": "another"}, headers=learner)
+        without_key = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=auth(settings, *LEARNER))
+    assert first.status_code == again.status_code == 201
+    assert again.content == first.content and again.headers["etag"] == first.headers["etag"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert other.status_code == 422 and other.json()["errors"][0]["path"] == "header:Idempotency-Key"
+    assert without_key.json()["id"] != first.json()["id"]
+    assert instances_of(app) == 2
+
+
+def test_keys_belong_to_their_user(app: Any, settings: Any, schema_database: Any) -> None:
+    load_example_catalog(app)
+    with api_client(settings, app, schema_database) as client:
+        a = client.post("/instances", json={"credential_id": CREDENTIAL},
+                        headers={**auth(settings, *LEARNER), "Idempotency-Key": "k"})
+        b = client.post("/instances", json={"credential_id": CREDENTIAL},
+                        headers={**auth(settings, "learner-sam"), "Idempotency-Key": "k"})
+    assert a.status_code == b.status_code == 201 and a.json()["id"] != b.json()["id"]
+
+
+def test_concurrent_duplicates_have_one_effect(app: Any, settings: Any, schema_database: Any) -> None:
+    load_example_catalog(app)
+    headers = {**auth(settings, *LEARNER), "Idempotency-Key": "together"}
+
+    async def send_eight() -> list[Any]:
+        async with AsyncTestClient(create_app(settings, service=app, database=schema_database)) as client:
+            return await asyncio.gather(*[
+                client.post("/instances", json={"credential_id": CREDENTIAL}, headers=headers) for _ in range(8)])
+
+    responses = asyncio.run(send_eight())
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 7
+    assert instances_of(app) == 1
+
+
+def test_a_restart_replays_the_stored_response(app: Any, settings: Any, schema_database: Any) -> None:
+    load_example_catalog(app)
+    learner = auth(settings, *LEARNER)
+    with api_client(settings, app, schema_database) as client:
+        started = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner).json()["id"]
+        submit = only_open_task(client, learner, started)
+        file_id = attach_evidence(app, settings, started)
+        body = {"data": {"statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.",
+                         "evidence_files": [file_id]}}
+        first = client.post(f"/tasks/{submit}/complete", json=body, headers={**learner, "Idempotency-Key": "done"})
+    restarted = bootstrap(settings, database=schema_database)
+    try:
+        with api_client(settings, restarted, schema_database) as client:
+            again = client.post(f"/tasks/{submit}/complete", json=body, headers={**learner, "Idempotency-Key": "done"})
+            instance = client.get(f"/instances/{started}", headers=learner).json()
+    finally:
+        restarted.close()
+    assert first.status_code == again.status_code == 200
+    assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
+    assert len(instance["open_task_ids"]) == 1 and instance["version"] == 3  # started, file, one advance
+
+
+def test_a_lost_response_is_recognised_as_done(app: Any, settings: Any, schema_database: Any) -> None:
+    """The process died after the events committed and before the response was stored:
+    the retry runs the command again, which sees its own effect and answers 200, not 409."""
+    load_example_catalog(app)
+    learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
+    with api_client(settings, app, schema_database) as client:
+        started = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner).json()["id"]
+        submit = only_open_task(client, learner, started)
+        file_id = attach_evidence(app, settings, started)
+        client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+            "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
+        assess = only_open_task(client, learner, started)
+        client.post(f"/tasks/{assess}/claim", headers=assessor)
+        body, key = {"data": {"score": 90, "feedback": "Good."}}, {"Idempotency-Key": "assess-1"}
+        first = client.post(f"/tasks/{assess}/complete", json=body, headers={**assessor, **key})
+        with psycopg.connect(schema_database.conninfo(), autocommit=True) as connection:
+            connection.execute(f'DELETE FROM "{schema_database.schema}".http_idempotency')
+        retry = client.post(f"/tasks/{assess}/complete", json=body, headers={**assessor, **key})
+        plain_retry = client.post(f"/tasks/{assess}/complete", json=body, headers=assessor)
+        cancel = {"reason": "moving abroad"}
+        other = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner).json()["id"]
+        client.post(f"/instances/{other}/cancel", json=cancel, headers={**learner, "Idempotency-Key": "c"})
+        with psycopg.connect(schema_database.conninfo(), autocommit=True) as connection:
+            connection.execute(f'DELETE FROM "{schema_database.schema}".http_idempotency')
+        cancel_retry = client.post(f"/instances/{other}/cancel", json=cancel, headers={**learner, "Idempotency-Key": "c"})
+    assert first.status_code == retry.status_code == 200
+    assert retry.json() == first.json()
+    assert plain_retry.status_code == 409
+    assert cancel_retry.status_code == 200 and cancel_retry.json()["status"] == "cancelled"
+
+
+def test_a_bad_key_is_refused(app: Any, settings: Any, schema_database: Any) -> None:
+    with api_client(settings, app, schema_database) as client:
+        response = client.post("/instances", json={"credential_id": CREDENTIAL},
+                               headers={**auth(settings, *LEARNER), "Idempotency-Key": "x" * 256})
+    assert response.status_code in (400, 422)

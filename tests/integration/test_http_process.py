@@ -1,0 +1,122 @@
+"""The example credential through HTTP, as its users see it: the learner starts it and
+submits evidence, the assessor claims and assesses, marks the observation done; pass and fail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from application.bootstrap import open_file_store
+from domain.identity import Actor
+from interface.examples import load_example_catalog
+from interface.http.testing import ASSESSOR, LEARNER, api_client, auth
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(app: Any, settings: Any, schema_database: Any) -> Iterator[Any]:
+    load_example_catalog(app)
+    with api_client(settings, app, schema_database) as client:
+        yield client
+
+
+def attach_evidence(app: Any, settings: Any, instance_id: str) -> str:
+    """Until the upload endpoint exists (issue 6), the evidence goes in through the service."""
+    stored = open_file_store(settings).write([b"a 6 mm fillet weld, even bead\n"], "text/plain")
+    app.attach_file(Actor.of(LEARNER[0]), __import__("uuid").UUID(instance_id), file_id=stored.file_id,
+                    extension=stored.extension, media_type=stored.media_type, size=stored.size,
+                    sha256=stored.sha256, name="weld.txt")
+    return str(stored.file_id)
+
+
+def only_open_task(client: Any, headers: dict[str, str], instance_id: str) -> str:
+    (task_id,) = client.get(f"/instances/{instance_id}", headers=headers).json()["open_task_ids"]
+    return task_id
+
+
+def run_process(client: Any, app: Any, settings: Any, score: int) -> dict[str, Any]:
+    learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
+    credential = "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"
+    started = client.post("/instances", json={"credential_id": credential}, headers=learner)
+    assert started.status_code == 201, started.text
+    instance_id = started.json()["id"]
+    assert started.headers["location"] == f"/instances/{instance_id}"
+    assert started.headers["etag"] == '"1"'
+
+    submit = only_open_task(client, learner, instance_id)
+    task = client.get(f"/tasks/{submit}", headers=learner).json()
+    assert task["form"]["title"] == "Submit evidence" and task["documentation"]
+    file_id = attach_evidence(app, settings, instance_id)
+    done = client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+        "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.",
+        "evidence_files": [file_id]}})
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "completed"
+
+    assess = only_open_task(client, learner, instance_id)
+    assert client.get(f"/tasks/{assess}", headers=learner).status_code == 200  # the learner's own process
+    claimed = client.post(f"/tasks/{assess}/claim", headers=assessor)
+    assert claimed.status_code == 200 and claimed.json()["assignee"] == ASSESSOR[0]
+    stale = client.post(f"/tasks/{assess}/complete", headers={**assessor, "If-Match": '"1"'},
+                        json={"data": {"score": score, "feedback": "x"}})
+    assert stale.status_code == 412
+    assessed = client.post(f"/tasks/{assess}/complete", headers={**assessor, "If-Match": claimed.headers["etag"]},
+                           json={"data": {"score": score, "feedback": "Reviewed against the level 2 standard."}})
+    assert assessed.status_code == 200, assessed.text
+
+    instance = client.get(f"/instances/{instance_id}", headers=learner).json()
+    if instance["status"] == "running":
+        observe = only_open_task(client, learner, instance_id)
+        assert client.post(f"/tasks/{observe}/claim", headers=assessor).status_code == 200
+        assert client.post(f"/tasks/{observe}/complete", headers=assessor, json={"data": {}}).status_code == 200
+        instance = client.get(f"/instances/{instance_id}", headers=learner).json()
+    return instance
+
+
+def test_a_learner_passes_through_the_api(client: Any, app: Any, settings: Any) -> None:
+    instance = run_process(client, app, settings, score=85)
+    assert (instance["status"], instance["result"]) == ("completed", "pass")
+    assert [f["name"] for f in instance["evidence"]] == ["weld.txt"]
+    assert [h["fact"] for h in instance["history"]][0] == "Started"
+    assert instance["history"][-1]["fact"] == "Completed"
+
+
+def test_a_learner_fails_through_the_api(client: Any, app: Any, settings: Any) -> None:
+    instance = run_process(client, app, settings, score=40)
+    assert (instance["status"], instance["result"]) == ("completed", "fail")
+    assert instance["evidence"] == []
+
+
+def test_form_errors_name_each_field(client: Any, settings: Any) -> None:
+    learner = auth(settings, *LEARNER)
+    instance_id = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
+                              headers=learner).json()["id"]
+    submit = only_open_task(client, learner, instance_id)
+    refused = client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {"statement": 3}})
+    assert refused.status_code == 422
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert {e["path"] for e in refused.json()["errors"]} == {"$.statement", "$.evidence_files"}
+
+
+def test_conflicts_are_409(client: Any, app: Any, settings: Any) -> None:
+    learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
+    other_assessor = auth(settings, "assessor-bo", ["assessor"])
+    instance_id = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
+                              headers=learner).json()["id"]
+    submit = only_open_task(client, learner, instance_id)
+    file_id = attach_evidence(app, settings, instance_id)
+    client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+        "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
+    assess = only_open_task(client, learner, instance_id)
+    assert client.post(f"/tasks/{assess}/claim", headers=assessor).status_code == 200
+    taken = client.post(f"/tasks/{assess}/claim", headers=other_assessor)
+    assert taken.status_code == 409 and taken.json()["type"] == "/problems/conflict"
+
+    cancelled = client.post(f"/instances/{instance_id}/cancel", headers=learner, json={"reason": "wrong credential"})
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    late = client.post(f"/tasks/{assess}/complete", headers=assessor, json={"data": {"score": 80, "feedback": "ok"}})
+    assert late.status_code == 409
+    assert client.get(f"/tasks/{assess}", headers=assessor).json()["status"] == "cancelled"
