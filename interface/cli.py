@@ -8,7 +8,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("demo", "serve", "token", "projections", "audit", "relay", "catalog")
+COMMANDS = ("demo", "serve", "token", "projections", "audit", "relay", "catalog", "mail", "timers")
 
 
 def build_parser() -> argparse.ArgumentParser:

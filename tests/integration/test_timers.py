@@ -161,3 +161,23 @@ def test_a_task_due_date_brings_a_reminder_then_an_overdue_mark(service, clock):
     scheduler.run_once()
     assert service.get_task(task_id).overdue
     assert scheduler.run_once() == 0
+
+
+def test_start_workers_fires_due_timers_in_the_background_until_stopped(service, settings, clock):
+    import time
+
+    import msgspec
+
+    from application.workers import start_workers
+
+    instance_id = waiting_for_assessment(service, settings)
+    clock.advance(days=15)
+    workers = start_workers(service, msgspec.structs.replace(settings, worker_poll_ms=50))
+    try:
+        deadline = time.monotonic() + 10
+        while service.get_instance(instance_id).status == RUNNING and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        workers.stop()
+    assert service.get_instance(instance_id).end_element_id == "end_expired"
+    assert not workers.running
