@@ -30,13 +30,13 @@ FAST_CONSUMER = ConsumerOptions(
 
 
 def kafka_settings(settings: Settings, broker: Any, **overrides: Any) -> Settings:
-    return msgspec.structs.replace(
-        settings,
-        kafka_bootstrap_servers=broker.bootstrap_servers,
-        kafka_enable_idempotence=False,
-        kafka_consumer_group=f"g-{uuid.uuid4().hex[:8]}",
+    values = {
+        "kafka_bootstrap_servers": broker.bootstrap_servers,
+        "kafka_enable_idempotence": False,
+        "kafka_consumer_group": f"g-{uuid.uuid4().hex[:8]}",
         **overrides,
-    )
+    }
+    return msgspec.structs.replace(settings, **values)
 
 
 async def read_topic(
