@@ -1,0 +1,1 @@
+"""Read models of the log that drive side effects: the email outbox, reader positions."""

@@ -1,0 +1,1 @@
+"""Due times (timers, reminders, overdue dates, message waits) and the scheduler that fires them."""
