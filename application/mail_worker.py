@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from datetime import timedelta
 from typing import Any
@@ -36,6 +37,13 @@ from domain.instance import DELETED
 log = logging.getLogger(__name__)
 
 EMAIL_INCIDENT = "email"
+_ADDRESS = re.compile(r"[^\s<>:;,'\"]+@[^\s<>:;,'\"]+")
+
+
+def redacted(reason: str) -> str:
+    """A failure reason without email addresses: incidents are published events, and the
+    learner's address never leaves the service (ADR 0001)."""
+    return _ADDRESS.sub("<address>", reason)
 
 
 def author_is_admin(added_by: str) -> bool:
@@ -180,7 +188,7 @@ class MailWorker:
                 row["instance_id"], incident_id=row["incident_id"], kind=EMAIL_INCIDENT,
                 subject={"event_id": str(row["event_id"]), "index": row["idx"], "message_id": row["message_id"],
                          "template": (row["payload"] or {}).get("template")},
-                reason=failure.reason, attempts=attempts,
+                reason=redacted(failure.reason), attempts=attempts,
             )
             self._set(row, status=INCIDENT, attempts=attempts, last_error=failure.reason)
             return

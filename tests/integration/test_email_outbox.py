@@ -166,6 +166,7 @@ def test_a_failed_email_becomes_an_incident_that_an_admin_retries(service, mail_
     instance = service.get_instance(instance_id)
     (incident,) = instance.open_incidents
     assert incident["kind"] == "email" and "550" in incident["reason"]
+    assert ASSESSORS not in incident["reason"]  # incidents are published: no addresses
     assert incident["subject"]["template"] == "evidence_submitted"
     with pytest.raises(NotAllowed):
         service.retry_incident(LIN, instance_id, incident["id"])
