@@ -104,15 +104,17 @@ def check_source(source: str, *, mode: str) -> list[str]:
 def _violations(source: str, mode: str) -> tuple[tuple[int, str], ...]:
     try:
         tree = ast.parse(source, mode=mode)
+        code = compile(tree, "<string>", mode)  # some syntax errors ('return' outside def) show here
     except SyntaxError as err:
         return ((err.lineno or 1, f"syntax error: {err.msg}"),)
+    except (RecursionError, MemoryError):  # the parser gives up on absurd nesting
+        return ((1, "expression is nested too deeply"),)
     found: dict[tuple[int, str], None] = {}  # ordered and de-duplicated
     for node in ast.walk(tree):
         for message in _node_violations(node):
             found[(getattr(node, "lineno", 1), message)] = None
-    if not found:
-        for line in _untraceable_loops(compile(tree, "<string>", mode)):
-            found[(line, "a loop that does nothing cannot be interrupted by the time limit")] = None
+    for line in _untraceable_loops(code):
+        found[(line, "a loop that does nothing cannot be interrupted by the time limit")] = None
     return tuple(found)
 
 
