@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_a_plain_document_parses():
 
 
 def test_the_example_bundle_parses():
-    data = open("/work/shared/examples/bpmn/credential-assessment.bpmn", "rb").read()
+    data = (Path(__file__).resolve().parents[2] / "application/engine/templates/credential-assessment/credential-assessment.bpmn").read_bytes()
     tree = parse_xml(data, filename="credential-assessment.bpmn", max_bytes=LIMIT)
     assert tree.getroot().get("id") == "credential_assessment_definitions"
 

@@ -7,6 +7,7 @@ import keyword
 import sys
 import time
 import types
+from pathlib import Path
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -28,7 +29,7 @@ from application.engine.scripts import (
 )
 from domain.errors import ScriptRejected
 
-EXAMPLE = "/work/shared/examples/bpmn/credential-assessment.bpmn"
+EXAMPLE = str(Path(__file__).resolve().parents[2] / "application/engine/templates/credential-assessment/credential-assessment.bpmn")
 
 # (source, mode, a fragment of the violation check_source reports)
 MALICIOUS = [
