@@ -32,6 +32,8 @@ class Projection:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.handlers = {}
+        for base in reversed(cls.__mro__[1:]):  # a subclass keeps its bases' handlers
+            cls.handlers.update(base.__dict__.get("handlers", {}))
         for value in list(cls.__dict__.values()):
             registered = getattr(value, "_handles", None)
             if registered:

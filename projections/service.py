@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from projections.follow import ensure_tables
 from projections.log import EventLog
 from projections.registry import selected
 from projections.runner import ProjectionRunner
@@ -37,10 +38,17 @@ def start_projections(
 ) -> ProjectionsHandle:
     """Starts a runner thread per projection (all by default) following ``app``'s log."""
     event_log = EventLog.of(app)
+    projections = selected(names)
+    try:  # so that queries find the tables from the start; runners create them otherwise
+        with event_log.connect("skillbase-projections-setup") as conn:
+            for projection in projections:
+                ensure_tables(conn, event_log, projection)
+    except Exception as error:  # noqa: BLE001 - the database may be down: runners retry
+        log.warning("projections: could not create the read-model tables yet: %s", error)
     runners = [
         ProjectionRunner(projection, event_log, batch_size=batch_size, idle_wait=idle_wait,
                          standby_wait=standby_wait).start()
-        for projection in selected(names)
+        for projection in projections
     ]
     log.info("projections started: %s", ", ".join(runner.name for runner in runners))
     return ProjectionsHandle(runners)

@@ -65,9 +65,15 @@ class ReadStore:
         row = cur.fetchone()
         return row["notification_id"] if row else 0
 
+    def _position_or_zero(self, projection: str) -> int:
+        try:
+            return self.position(projection)
+        except Unavailable:  # not created yet: its runner is starting
+            return 0
+
     def wait_for(self, projection: str, position: int | None, timeout: float = 5.0) -> int:
         """Blocks until ``projection`` has processed ``position``; returns its position."""
-        current = self.position(projection)
+        current = self._position_or_zero(projection)
         if position is None or current >= position:
             return current
         deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT)
@@ -79,7 +85,7 @@ class ReadStore:
                     f"the {projection} read model is at {current}, not yet at {position}: retry shortly")
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, 0.1)
-            current = self.position(projection)
+            current = self._position_or_zero(projection)
             if current >= position:
                 return current
 

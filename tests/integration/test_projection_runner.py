@@ -1,0 +1,160 @@
+"""Runners: a crash in the middle of a batch counts nothing twice and misses nothing; of two
+runners on one projection only one writes, and the other takes over when it dies; a lost
+connection is survived."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from projections.dashboards import Dashboards
+from projections.inbox import TaskInbox
+from projections.log import EventLog
+from projections.runner import ProjectionRunner
+from tests.integration.test_read_models_support import (
+    assert_live_equals_rebuilt,
+    learner,
+    run_to_end,
+    setup_catalog,
+    submit,
+    wait_caught_up,
+)
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _populate(app: Any, count: int) -> list[Any]:
+    _skill, credential = setup_catalog(app)
+    instances = [app.start_instance(learner(n), credential) for n in range(count)]
+    for number, instance_id in enumerate(instances):
+        if number % 3 == 0:
+            run_to_end(app, instance_id, score=40 + number)
+        elif number % 3 == 1:
+            submit(app, instance_id)
+    return instances
+
+
+def _wait(condition: Any, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+class FailsOnce(Dashboards):
+    """Dashboards whose handler raises once, in the middle of a batch, after some rows."""
+
+    name = "dashboards"
+    failures = 1
+    calls = 0
+
+    def counts(self, table: Any, row: Any) -> Any:
+        type(self).calls += 1
+        if type(self).calls == 7 and type(self).failures:
+            type(self).failures -= 1
+            raise RuntimeError("crash in the middle of a batch")
+        return super().counts(table, row)
+
+
+def test_crash_in_a_batch_counts_nothing_twice_and_misses_nothing(app: Any) -> None:
+    _populate(app, 12)
+    runner = ProjectionRunner(FailsOnce(), EventLog.of(app), batch_size=20, idle_wait=0.05)
+    runner.backoff.first = 0.01
+    runner.start()
+    try:
+        wait_caught_up(app, [Dashboards()])
+    finally:
+        runner.stop()
+    assert runner.errors == 1
+    assert assert_live_equals_rebuilt(app, Dashboards()) > 0
+
+
+def test_killed_runner_process_resumes_exactly(app: Any, settings: Any) -> None:
+    _populate(app, 30)
+    env = {**os.environ, "SKILLBASE_WORKFLOW_DATABASE_HOST": settings.database_host,
+           "SKILLBASE_WORKFLOW_DATABASE_PORT": str(settings.database_port),
+           "SKILLBASE_WORKFLOW_DATABASE_NAME": settings.database_name,
+           "SKILLBASE_WORKFLOW_DATABASE_SCHEMA": settings.database_schema,
+           "SKILLBASE_WORKFLOW_DATA_DIR": settings.data_dir}
+    command = [sys.executable, "-m", "interface.cli", "projections", "run", "dashboards", "--batch-size", "2"]
+    event_log = EventLog.of(app)
+    head = app.recorder.max_notification_id()
+
+    def position() -> int:
+        with event_log.connect("test") as conn:
+            try:
+                row = conn.execute(f'SELECT notification_id FROM "{event_log.schema}".rm_dashboards_tracking').fetchone()
+            except psycopg.errors.UndefinedTable:
+                return 0
+            return row["notification_id"] if row else 0
+
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: position() > 0, 30, "the runner to start")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    stopped_at = position()
+    assert 0 < stopped_at < head, "the kill should land in the middle of the log"
+    runner = ProjectionRunner(Dashboards(), event_log, batch_size=7, idle_wait=0.05).start()
+    try:
+        wait_caught_up(app, [Dashboards()])
+    finally:
+        runner.stop()
+    assert assert_live_equals_rebuilt(app, Dashboards()) > 0
+
+
+def test_two_runners_only_one_writes_and_the_other_takes_over(app: Any) -> None:
+    _skill, credential = setup_catalog(app)
+    event_log = EventLog.of(app)
+    first = ProjectionRunner(TaskInbox(), event_log, idle_wait=0.05, standby_wait=0.1).start()
+    _wait(lambda: first.is_leader, what="a leader")
+    second = ProjectionRunner(TaskInbox(), event_log, idle_wait=0.05, standby_wait=0.1).start()
+    try:
+        for number in range(5):
+            app.start_instance(learner(number), credential)
+        wait_caught_up(app, [TaskInbox()])
+        assert first.is_leader and not second.is_leader
+        assert (first.handled, second.handled) == (5, 0)
+
+        first.stop()  # the leader dies: its session and lock go with it
+        _wait(lambda: second.is_leader, what="the standby to take over")
+        for number in range(5, 8):
+            app.start_instance(learner(number), credential)
+        wait_caught_up(app, [TaskInbox()])
+        assert second.handled == 3
+    finally:
+        first.stop()
+        second.stop()
+    assert assert_live_equals_rebuilt(app, TaskInbox()) == 8
+
+
+def test_a_lost_connection_is_survived(app: Any) -> None:
+    _skill, credential = setup_catalog(app)
+    event_log = EventLog.of(app)
+    runner = ProjectionRunner(TaskInbox(), event_log, idle_wait=0.05, standby_wait=0.1)
+    runner.backoff.first = 0.05
+    runner.start()
+    try:
+        _wait(lambda: runner.is_leader, what="a leader")
+        app.start_instance(learner(1), credential)
+        wait_caught_up(app, [TaskInbox()])
+        for _attempt in range(2):  # the database drops the runner's session, twice
+            with event_log.connect("test-admin") as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (runner.backend_pid,))
+            _wait(lambda: runner.errors > _attempt, what="the runner to notice")
+            app.start_instance(learner(2 + _attempt), credential)
+            wait_caught_up(app, [TaskInbox()])
+    finally:
+        runner.stop()
+    assert runner.errors >= 2
+    assert assert_live_equals_rebuilt(app, TaskInbox()) == 3

@@ -1,0 +1,115 @@
+"""Query functions: read-your-writes with wait_for, inbox visibility, cursor pages,
+instances, dashboards, catalog, achievements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from application.queries import achievements, catalog, dashboards, inbox, instances
+from application.queries.store import ReadModelBehind, ReadStore
+from domain.errors import InvalidInput
+from domain.identity import Actor
+from projections.service import start_projections
+from tests.integration.test_read_models_support import ASSESSORS, learner, run_to_end, setup_catalog, submit
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def running(app: Any) -> Iterator[Any]:
+    handle = start_projections(app, idle_wait=0.05, standby_wait=0.1)
+    yield handle
+    handle.stop()
+
+
+def test_a_query_waiting_for_a_position_returns_the_write_it_waited_for(app: Any, running: Any) -> None:
+    store = ReadStore.of(app)
+    _skill, credential = setup_catalog(app)
+    for number in range(20):
+        instance_id = app.start_instance(learner(number), credential)
+        head = app.recorder.max_notification_id()
+        page = inbox.my_tasks(store, learner(number).user_id, wait_for=head, timeout=5)
+        assert [task["instance_id"] for task in page.items] == [instance_id]
+        assert page.position >= head
+
+
+def test_waiting_is_bounded(app: Any) -> None:
+    setup_catalog(app)
+    handle = start_projections(app, idle_wait=0.05)
+    store = ReadStore.of(app)
+    store.wait_for("task_inbox", app.recorder.max_notification_id(), timeout=5)
+    handle.stop()
+    with pytest.raises(ReadModelBehind):
+        inbox.my_tasks(store, "nobody", wait_for=10**9, timeout=0.2)
+
+
+def test_inbox_shows_my_tasks_and_my_groups_tasks_page_by_page(app: Any, running: Any) -> None:
+    store = ReadStore.of(app)
+    _skill, credential = setup_catalog(app)
+    started = [app.start_instance(learner(number), credential) for number in range(7)]
+    for instance_id in started:
+        submit(app, instance_id)  # each now has an open "assessor" task
+    mine = app.get_instance(started[0]).open_tasks[0]
+    app.claim_task(ASSESSORS[0], mine)
+    head = app.recorder.max_notification_id()
+
+    seen, cursor = [], None
+    while True:
+        page = inbox.group_tasks(store, ["Assessor"], limit=3, cursor=cursor, wait_for=head)
+        seen += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert len(seen) == 7 and len({task["id"] for task in seen}) == 7
+    assert [(t["created_at"], t["id"]) for t in seen] == sorted((t["created_at"], t["id"]) for t in seen)
+    assert len(inbox.group_tasks(store, ["assessor"], unclaimed_only=True).items) == 6
+    assert inbox.group_tasks(store, ["observer"]).items == []
+    ada = inbox.inbox(store, ASSESSORS[0].user_id, ["assessor"])
+    assert len(ada.items) == 7  # her claimed task is listed once
+    assert [t["id"] for t in inbox.my_tasks(store, ASSESSORS[0].user_id).items] == [mine]
+    by_instance = inbox.tasks(store, instance_id=started[0])
+    assert [t["status"] for t in by_instance.items] == ["completed", "open"]
+    learner_done = inbox.completed_by(store, learner(0).user_id)
+    assert len(learner_done.items) == 1 and learner_done.items[0]["instance_id"] == started[0]
+    with pytest.raises(InvalidInput):
+        inbox.group_tasks(store, ["assessor"], cursor=page.next_cursor or "bm90LWEtY3Vyc29y")
+
+
+def test_instances_dashboards_catalog_and_achievements(app: Any, running: Any) -> None:
+    store = ReadStore.of(app)
+    skill, credential = setup_catalog(app)
+    started = [app.start_instance(learner(number), credential) for number in range(6)]
+    run_to_end(app, started[0], score=90)
+    run_to_end(app, started[1], score=95)
+    run_to_end(app, started[2], score=10)
+    app.cancel_instance(Actor.of(learner(3).user_id), started[3], "no time")
+    head = app.recorder.max_notification_id()
+
+    done = instances.list_instances(store, credential_id=credential, status="completed", wait_for=head)
+    assert {row["id"] for row in done.items} == set(started[:3])
+    assert {row["result"] for row in done.items} == {"pass", "fail"}
+    first = instances.list_instances(store, skill_id=skill, limit=4)
+    rest = instances.list_instances(store, skill_id=skill, limit=4, cursor=first.next_cursor)
+    assert len(first.items) == 4 and len(rest.items) == 2 and rest.next_cursor is None
+    assert instances.list_instances(store, user_id=learner(3).user_id).items[0]["status"] == "cancelled"
+
+    board = dashboards.dashboard(store, "credential", credential, wait_for=head)
+    assert board["instances_by_status"] == {"completed": 3, "cancelled": 1, "running": 2}
+    assert (board["passed"], board["failed"]) == (2, 1)
+    assert board["pass_rate"] == pytest.approx(2 / 3)
+    assert board["median_seconds_to_complete"] > 0 and board["p90_seconds_to_complete"] > 0
+    assert board["open_tasks_by_group"] == {"learner": 2}
+    assert dashboards.dashboard(store, "skill", skill)["instances_by_status"] == board["instances_by_status"]
+
+    definitions = catalog.definitions(store, skill_id=skill, wait_for=head)
+    assert [row["credential_id"] for row in definitions.items] == [credential]
+    assert definitions.items[0]["latest_version"] == 1
+    deployment = catalog.deployments(store).items[0]
+    assert deployment["status"] == "active" and credential in deployment["pins"]
+
+    passes = achievements.achievements(store, learner(0).user_id, wait_for=head)
+    assert [row["id"] for row in passes.items] == [started[0]] and passes.extra["total"] == 1
+    assert achievements.pass_count(store, learner(2).user_id) == 0
