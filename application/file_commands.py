@@ -7,14 +7,26 @@ removes after its grace period; never a reference to a file that does not exist.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from application.app import WorkflowApplication
 from domain.errors import Conflict, NotAllowed, NotFound
 from domain.identity import Actor
+from domain.instance import WorkflowInstance
 
 MAX_NAME = 255
+LOG_PAGE = 1000
+
+
+class FileReference(NamedTuple):
+    """One ``FileAttached`` fact of the log: which instance refers to which stored file."""
+
+    instance_id: UUID
+    file_id: str
+    extension: str
+    position: int  # notification id
 
 
 class FileCommands(WorkflowApplication):
@@ -56,6 +68,30 @@ class FileCommands(WorkflowApplication):
             raise NotFound(f"file {file_id} not found")
         return file
 
+    def readable_files(self, actor: Actor, instance_id: UUID) -> list[dict[str, Any]]:
+        """Every file of the instance, in the order attached, if ``actor`` may read them
+        (the same people as ``readable_file``); ``NotFound`` otherwise."""
+        instance = self.get_instance(instance_id)
+        if not (instance.can_view(actor) or any(actor.is_member(g) for g in self.instance_groups(instance))):
+            raise NotFound(f"instance {instance_id} not found")
+        return list(instance.files.values())
+
+    def file_references(self, after: int = 0) -> Iterator[FileReference]:
+        """Every file the log refers to: each ``FileAttached`` event, read from the
+        notification log (filtered on its topic, a page at a time)."""
+        topic = WorkflowInstance.FileAttached.TOPIC
+        start = after + 1
+        while True:
+            page = self.recorder.select_notifications(start=start, limit=LOG_PAGE, topics=[topic])
+            for notification in page:
+                event = self.mapper.to_domain_event(notification)
+                file = event.file
+                yield FileReference(event.originator_id, str(file["id"]), str(file.get("extension", "")),
+                                    notification.id)
+            if len(page) < LOG_PAGE:
+                return
+            start = page[-1].id + 1
+
     def instance_groups(self, instance: Any) -> set[str]:
         groups = set()
         version = self.definition_version(instance.definition_id, instance.definition_version)
@@ -69,6 +105,8 @@ class FileCommands(WorkflowApplication):
 
 
 def _clean_name(name: str) -> str:
-    """A client's file name is metadata only: control characters and path parts go."""
-    name = "".join(ch for ch in name if ch.isprintable()).replace("\\", "/").rsplit("/", 1)[-1]
+    """A client's file name is metadata only — never part of a path — so it is kept as the
+    client sent it (``../../etc/passwd`` included), less control characters, trimmed to
+    ``MAX_NAME``. Whoever puts it in a header or a file system makes it safe there."""
+    name = "".join(ch for ch in name if ch.isprintable()).strip()
     return name[:MAX_NAME] or "file"

@@ -72,6 +72,10 @@ class FileStore(Protocol):
 
     def sweep_partials(self, older_than: timedelta) -> list[Path]: ...
 
+    def partials(self, older_than: timedelta) -> list[Path]: ...
+
+    def check(self, media_type: str, size: int | None = None) -> str: ...
+
 
 class PosixFileStore:
     """A ``FileStore`` on any POSIX directory: a local one, or a JuiceFS mount in production.
@@ -132,13 +136,22 @@ class PosixFileStore:
             # Waits for a write still running in its thread; survives a second cancellation.
             await asyncio.shield(asyncio.to_thread(partial.abort))
 
-    def _begin(self, media_type: str, file_id: UUID | None) -> _PartialFile:
+    def check(self, media_type: str, size: int | None = None) -> str:
+        """The normalized media type, if a file of that type (and announced ``size``) would
+        be accepted: ``Unsupported`` outside the allow-list, ``TooLarge`` over the limit.
+        Lets an upload be refused before a byte of it is read."""
         media_type = normalize(media_type)
         if media_type not in self.allowed_types:
             raise Unsupported(
                 f"files of type {media_type!r} are not accepted; "
                 f"allowed: {', '.join(self.allowed_types)}"
             )
+        if size is not None and size > self.max_bytes:
+            raise self._too_large()
+        return media_type
+
+    def _begin(self, media_type: str, file_id: UUID | None) -> _PartialFile:
+        media_type = self.check(media_type)
         extension = extension_for(media_type)
         file_id = uuid4() if file_id is None else _file_id(file_id)
         directory = self._ready_directory(create=True)
@@ -219,24 +232,32 @@ class PosixFileStore:
 
     def sweep_partials(self, older_than: timedelta) -> list[Path]:
         """Removes ``.partial`` files not written to for ``older_than``; returns them."""
+        return self._partials(older_than, remove=True)
+
+    def partials(self, older_than: timedelta) -> list[Path]:
+        """The ``.partial`` files ``sweep_partials(older_than)`` would remove."""
+        return self._partials(older_than, remove=False)
+
+    def _partials(self, older_than: timedelta, *, remove: bool) -> list[Path]:
         directory = self._ready_directory()
         cutoff = time.time() - older_than.total_seconds()
-        removed: list[Path] = []
+        found: list[Path] = []
         with _unavailable_on_os_error("sweep", directory):
             try:
                 entries = list(os.scandir(directory))
             except FileNotFoundError:
-                return removed
+                return found
             for entry in entries:
                 if not (entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX)):
                     continue
                 try:
                     if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
-                        os.unlink(entry.path)
-                        removed.append(Path(entry.path))
+                        if remove:
+                            os.unlink(entry.path)
+                        found.append(Path(entry.path))
                 except FileNotFoundError:
                     continue  # finished or swept meanwhile
-        return removed
+        return found
 
     # --- the root --------------------------------------------------------------------------
 

@@ -1,0 +1,237 @@
+"""``/instances/{id}/files``: upload, list and download an instance's evidence files.
+
+Upload is a raw body — ``Content-Type`` is the file's media type, the client's file name comes
+in ``Content-Disposition: attachment; filename*=UTF-8''...`` (or ``filename="..."``, or a
+percent-encoded ``X-File-Name``) — so the bytes stream straight to the store, a megabyte at
+a time, and are never held whole in memory. Who may upload, the media type and the announced
+``Content-Length`` are all checked before a byte is read; the size limit again while
+streaming. The file name is metadata only: the path on disk is the file's UUID and the
+extension of its media type.
+
+Download streams the bytes with ``ETag`` = sha256, ``Accept-Ranges: bytes`` and one
+``Range`` (206/416). Whoever may not read a file gets 404, never 403: a learner never learns
+that another learner's instance exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import AsyncIterator
+from typing import Any, BinaryIO
+from urllib.parse import quote, unquote
+from uuid import UUID
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath
+from litestar.response import Stream
+
+from application.bootstrap import open_file_store
+from application.files.store import PosixFileStore
+from domain.errors import InvalidInput, NotFound, Problem, Unsupported
+from domain.identity import Actor
+from interface.http import schemas, views
+from interface.http.openapi import errors
+from interface.http.problems import PROBLEM_JSON, ProblemDetails
+from interface.http.ranges import ByteRange, Unsatisfiable, if_range_allows, parse_range
+from interface.http.services import Services
+
+log = logging.getLogger("skillbase.workflow.http.files")
+
+CHUNK = 1024 * 1024
+_FILENAME_STAR = re.compile(r"""filename\*\s*=\s*([\w!#$&+.^`|~-]+)'[\w-]*'([^;\s]+)""", re.IGNORECASE)
+_FILENAME = re.compile(r"""filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s"]+))""", re.IGNORECASE)
+_ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 8187 attr-char, besides letters and digits
+
+
+class FileList(msgspec.Struct):
+    """The instance's files, in the order they were attached."""
+
+    items: list[schemas.FileRef]
+
+
+_RANGE_416 = ResponseSpec(
+    data_container=ProblemDetails, media_type=PROBLEM_JSON, generate_examples=False,
+    description="Range not satisfiable: the range starts past the end (see Content-Range: bytes */size)",
+)
+
+
+async def _raw_body(request: Request) -> None:
+    """Replaces the app's JSON-only body check on the upload route: any media type reaches
+    the handler, which answers 415 from the store's allow-list after checking permission."""
+
+
+class FileController(Controller):
+    path = "/instances/{instance_id:uuid}/files"
+    tags = ["instances"]
+
+    @post(
+        "/", status_code=201, summary="Upload a file to an instance",
+        request_max_body_size=None,  # the store's own limit applies, before and while streaming
+        before_request=_raw_body,
+        responses=errors(400, 404, 409, 413, 415, 422),
+    )
+    async def upload(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], instance_id: FromPath[UUID]
+    ) -> Response[schemas.FileRef]:
+        """The body is the file itself, sent as its media type (`Content-Type: image/jpeg`, one of
+        the allowed types, else 415), with its name in `Content-Disposition: attachment;
+        filename*=UTF-8''weld%20photo.jpg` (or `X-File-Name`, percent-encoded). Only the learner
+        and admins may upload, while the instance runs. Over the size limit: 413, by
+        `Content-Length` before reading, or as soon as the stream passes the limit. Answers the
+        file record with its sha256; the upload is an instance event (`FileAttached`)."""
+        actor, service, store = request.user, services.service, file_store(request, services)
+        await services.run(service.check_can_upload, actor, instance_id)
+        media_type = store.check(_content_type(request), request.content_length)
+        if request.content_length == 0:
+            raise InvalidInput("the file is empty", [Problem("$", "send the file's bytes as the body")])
+        name = upload_name(request)
+        stored = await store.write_async(request.stream(), media_type)
+        try:
+            if stored.size == 0:
+                raise InvalidInput("the file is empty", [Problem("$", "send the file's bytes as the body")])
+            file = await services.run(
+                service.attach_file, actor, instance_id, file_id=stored.file_id, extension=stored.extension,
+                media_type=stored.media_type, size=stored.size, sha256=stored.sha256, name=name,
+            )
+        except BaseException:
+            # Not attached: the bytes go again (housekeeping would, after its grace period).
+            await anyio.to_thread.run_sync(_delete_quietly, store, stored.file_id, stored.extension)
+            raise
+        location = f"/instances/{instance_id}/files/{stored.file_id}"
+        return Response(views.file_ref(file), status_code=201,
+                        headers={"Location": location, "ETag": f'"{stored.sha256}"'})
+
+    @get("/", summary="An instance's files", responses=errors(404))
+    async def list_files(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], instance_id: FromPath[UUID]
+    ) -> FileList:
+        """The files attached to the instance: to its learner, members of the groups that work
+        its tasks, and admins; 404 for anyone else."""
+        files = await services.run(services.service.readable_files, request.user, instance_id)
+        return FileList(items=[views.file_ref(f) for f in files])
+
+    @get("/{file_id:uuid}", summary="Download a file", responses={**errors(404), 416: _RANGE_416})
+    async def download(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], instance_id: FromPath[UUID],
+        file_id: FromPath[UUID],
+    ) -> Response[Any]:
+        """The file's bytes, as its media type, with `Content-Disposition: attachment` and its
+        name, `ETag` (its sha256; `If-None-Match` gives 304) and one `Range` (206, or 416 when
+        the range starts past the end; `If-Range` with the ETag). To the same people as the
+        list; 404 for anyone else."""
+        store = file_store(request, services)
+        file = await services.run(services.service.readable_file, request.user, instance_id, str(file_id))
+        etag = f'"{file["sha256"]}"'
+        if {etag, "*"} & _tags(request.headers.get("if-none-match")):
+            return Response(b"", status_code=304, headers={"ETag": etag})
+        opened = await anyio.to_thread.run_sync(_open, store, file)
+        size = os.fstat(opened.fileno()).st_size
+        headers = {
+            "ETag": etag, "Accept-Ranges": "bytes", "Content-Disposition": content_disposition(file["name"]),
+            "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-cache",
+        }
+        wanted: ByteRange | None = None
+        try:
+            if if_range_allows(request.headers.get("if-range"), etag):
+                wanted = parse_range(request.headers.get("range"), size)
+        except Unsatisfiable:
+            opened.close()
+            return _unsatisfiable(request, size, headers)
+        start, length = (wanted.start, wanted.length) if wanted else (0, size)
+        headers["Content-Length"] = str(length)
+        if wanted:
+            headers["Content-Range"] = wanted.content_range(size)
+        return Stream(_chunks(opened, start, length), status_code=206 if wanted else 200,
+                      media_type=file["media_type"], headers=headers)
+
+
+def file_store(request: Request, services: Services) -> PosixFileStore:
+    """The app's file store, built once from the settings (nothing is opened: a missing mount
+    is found, and answered with 503, by the first call that touches the disk)."""
+    state = request.app.state
+    store = state.get("file_store")
+    if store is None:
+        store = state["file_store"] = open_file_store(services.settings)
+    return store
+
+
+def upload_name(request: Request) -> str:
+    """The client's name for the file: ``Content-Disposition`` ``filename*`` (RFC 8187),
+    then ``filename``, then ``X-File-Name`` (percent-encoded UTF-8). Metadata only."""
+    disposition = request.headers.get("content-disposition", "")
+    found = _FILENAME_STAR.search(disposition)
+    if found:
+        return unquote(found.group(2), encoding=found.group(1) if found.group(1).lower() != "utf8" else "utf-8",
+                       errors="replace")
+    found = _FILENAME.search(disposition)
+    if found:
+        return re.sub(r"\\(.)", r"\1", found.group(1)) if found.group(1) is not None else found.group(2)
+    return unquote(request.headers.get("x-file-name", ""), errors="replace")
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with the name's last path part: an ASCII ``filename`` fallback and the
+    exact name as ``filename*`` (RFC 6266, RFC 8187)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip() or "file"
+    if base in (".", ".."):
+        base = "file"
+    fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\%' else "_" for ch in base)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(base, safe=_ATTR_CHARS)}"
+
+
+def _content_type(request: Request) -> str:
+    media_type = request.headers.get("content-type", "")
+    if not media_type.strip():
+        raise Unsupported("send the file with its media type as Content-Type")
+    return media_type
+
+
+def _open(store: PosixFileStore, file: dict[str, Any]) -> BinaryIO:
+    try:
+        return store.open(file["id"], file["extension"])
+    except NotFound:
+        # On record but not on disk: housekeeping reports these.
+        log.error("file on record is missing from the store", extra={"file_id": file["id"]})
+        raise
+
+
+async def _chunks(opened: BinaryIO, start: int, length: int) -> AsyncIterator[bytes]:
+    try:
+        if start:
+            await anyio.to_thread.run_sync(opened.seek, start)
+        left = length
+        while left > 0:
+            chunk = await anyio.to_thread.run_sync(opened.read, min(CHUNK, left))
+            if not chunk:
+                break  # the file shrank under us; the client sees a short body
+            left -= len(chunk)
+            yield chunk
+    finally:
+        opened.close()
+
+
+def _unsatisfiable(request: Request, size: int, headers: dict[str, str]) -> Response[ProblemDetails]:
+    body = ProblemDetails(type="/problems/range-not-satisfiable", title="Range not satisfiable", status=416,
+                          detail=f"the file has {size} bytes", instance=request.url.path)
+    keep = {k: headers[k] for k in ("ETag", "Accept-Ranges")}
+    return Response(body, status_code=416, media_type=PROBLEM_JSON,
+                    headers={**keep, "Content-Range": f"bytes */{size}"})
+
+
+def _tags(header: str | None) -> set[str]:
+    if not header:
+        return set()
+    return {tag.strip().removeprefix("W/") for tag in header.split(",")}
+
+
+def _delete_quietly(store: PosixFileStore, file_id: UUID, extension: str) -> None:
+    try:
+        store.delete(file_id, extension)
+    except Exception:  # the mount may be the reason we are here; housekeeping retries
+        log.warning("could not remove an unattached upload", extra={"file_id": str(file_id)}, exc_info=True)

@@ -1,0 +1,319 @@
+"""Evidence files through HTTP, on a real JuiceFS volume the suite formats and mounts: upload,
+list, download with ranges, who may read, what is refused, forms that refer to files, and the
+pass event that lists them as evidence."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import pytest
+
+from application.contract import to_cloudevent
+from application.queries import audit
+from interface.examples import load_example_catalog
+from interface.http.testing import ADMIN, ASSESSOR, LEARNER, OTHER_LEARNER, OUTSIDER, api_client, auth
+
+pytestmark = pytest.mark.integration
+
+MB = 1024 * 1024
+CREDENTIAL = "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"
+STATEMENT = "My fillet weld on 6 mm mild steel, photographed after cleaning."
+
+
+@pytest.fixture
+def mounted(settings: Any, juicefs_mount: Path) -> Any:
+    """The settings, with the file store on the JuiceFS mount (which must be mounted)."""
+    return msgspec.structs.replace(settings, files_root=str(juicefs_mount), files_max_bytes=8 * MB)
+
+
+@pytest.fixture
+def client(app: Any, mounted: Any, schema_database: Any) -> Iterator[Any]:
+    load_example_catalog(app)
+    with api_client(mounted, app, schema_database) as client:
+        yield client
+
+
+def start(client: Any, settings: Any, who: tuple[str, tuple[str, ...]] = LEARNER) -> str:
+    started = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=auth(settings, *who))
+    assert started.status_code == 201, started.text
+    return started.json()["id"]
+
+
+def upload(client: Any, settings: Any, instance_id: str, data: bytes, media_type: str = "image/jpeg",
+           name: str = "weld.jpg", who: tuple[str, tuple[str, ...]] = LEARNER, **headers: str) -> Any:
+    return client.post(f"/instances/{instance_id}/files", content=data, headers={
+        **auth(settings, *who), "Content-Type": media_type, "X-File-Name": name, **headers})
+
+
+def on_disk(settings: Any) -> set[str]:
+    directory = Path(settings.files_root, "skillbase", "workflow")
+    return set(os.listdir(directory)) if directory.exists() else set()
+
+
+def test_upload_then_download_gives_the_same_bytes_and_sha256(client, app, mounted, juicefs_mount):
+    instance_id = start(client, mounted)
+    data = os.urandom(3 * MB + 17)
+    sha256 = hashlib.sha256(data).hexdigest()
+
+    created = client.post(f"/instances/{instance_id}/files", content=data, headers={
+        **auth(mounted, *LEARNER), "Content-Type": "video/mp4",
+        "Content-Disposition": "attachment; filename*=UTF-8''Schwei%C3%9Fnaht%20%E2%84%962.mp4"})
+
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert (body["name"], body["media_type"], body["size"], body["sha256"]) == (
+        "Schweißnaht №2.mp4", "video/mp4", len(data), sha256)
+    assert created.headers["location"] == f"/instances/{instance_id}/files/{body['id']}"
+    assert created.headers["etag"] == f'"{sha256}"'
+    path = juicefs_mount / "skillbase" / "workflow" / f"{body['id']}.mp4"
+    assert path.stat().st_size == len(data)
+
+    got = client.get(created.headers["location"], headers=auth(mounted, *LEARNER))
+    assert got.status_code == 200
+    assert got.content == data and hashlib.sha256(got.content).hexdigest() == sha256
+    assert got.headers["content-type"] == "video/mp4"
+    assert got.headers["content-length"] == str(len(data))
+    assert got.headers["etag"] == f'"{sha256}"'
+    assert got.headers["accept-ranges"] == "bytes"
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert got.headers["content-disposition"] == (
+        "attachment; filename=\"Schwei_naht _2.mp4\"; filename*=UTF-8''Schwei%C3%9Fnaht%20%E2%84%962.mp4")
+
+    listed = client.get(f"/instances/{instance_id}/files", headers=auth(mounted, *LEARNER)).json()
+    assert [(f["id"], f["sha256"], f["uploaded_by"]) for f in listed["items"]] == [(body["id"], sha256, LEARNER[0])]
+    not_modified = client.get(created.headers["location"], headers={**auth(mounted, *LEARNER),
+                                                                    "If-None-Match": f'"{sha256}"'})
+    assert not_modified.status_code == 304 and not_modified.content == b""
+
+
+def test_the_upload_is_an_instance_event_published_as_a_cloudevent(client, app, mounted):
+    instance_id = start(client, mounted)
+    file_id = upload(client, mounted, instance_id, b"\xff\xd8\xff photo").json()["id"]
+
+    (attached,) = [e for e in app.events.get(UUID(instance_id)) if type(e).__name__ == "FileAttached"]
+    assert attached.file["id"] == file_id and attached.file["sha256"] == hashlib.sha256(b"\xff\xd8\xff photo").hexdigest()
+    published = [e for e in audit.global_log(app, limit=1000)
+                 if e.subject == f"instance/{instance_id}" and e.data["change"]["fact"] == "FileAttached"]
+    assert [e.type for e in published] == ["SKILLBASE_WORKFLOW_INSTANCE_UPDATED"]
+    assert published[0].data["change"]["file"]["id"] == file_id
+    assert [f["id"] for f in published[0].data["state"]["files"]] == [file_id]
+    assert [r.file_id for r in app.file_references()] == [file_id]
+
+
+def test_range_requests(client, mounted):
+    instance_id = start(client, mounted)
+    data = os.urandom(2 * MB + 5)
+    location = upload(client, mounted, instance_id, data, "application/pdf", "report.pdf").headers["location"]
+    learner = auth(mounted, *LEARNER)
+    etag = f'"{hashlib.sha256(data).hexdigest()}"'
+
+    def get(range_: str, **headers: str) -> Any:
+        return client.get(location, headers={**learner, "Range": range_, **headers})
+
+    first = get("bytes=0-99")
+    assert first.status_code == 206 and first.content == data[:100]
+    assert first.headers["content-range"] == f"bytes 0-99/{len(data)}"
+    assert first.headers["content-length"] == "100"
+    assert first.headers["content-type"] == "application/pdf"
+
+    middle = get(f"bytes={MB - 10}-{MB + MB // 2}")  # across the 1 MB read chunks
+    assert middle.status_code == 206 and middle.content == data[MB - 10 : MB + MB // 2 + 1]
+    tail = get("bytes=-10")
+    assert tail.status_code == 206 and tail.content == data[-10:]
+    rest = get(f"bytes={len(data) - 3}-")
+    assert rest.status_code == 206 and rest.content == data[-3:]
+    clamped = get(f"bytes={len(data) - 3}-{len(data) + 1000}")
+    assert clamped.status_code == 206 and clamped.headers["content-range"] == f"bytes {len(data) - 3}-{len(data) - 1}/{len(data)}"
+
+    beyond = get(f"bytes={len(data)}-")
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(data)}"
+    assert beyond.headers["content-type"].startswith("application/problem+json")
+    assert beyond.json()["type"] == "/problems/range-not-satisfiable"
+
+    assert get("bytes=0-1,5-9").status_code == 200  # several ranges: the whole file
+    assert get("bytes=0-9", **{"If-Range": '"an-old-version"'}).content == data  # changed: the whole file
+    assert get("bytes=0-9", **{"If-Range": etag}).content == data[:10]
+
+
+def test_who_may_read_and_upload(client, mounted):
+    instance_id = start(client, mounted)
+    location = upload(client, mounted, instance_id, b"%PDF-1.7 mine", "application/pdf", "mine.pdf").headers["location"]
+
+    for who in (LEARNER, ASSESSOR, ADMIN):  # the learner, a member of a group with a task, an admin
+        assert client.get(location, headers=auth(mounted, *who)).content == b"%PDF-1.7 mine", who
+        assert client.get(f"/instances/{instance_id}/files", headers=auth(mounted, *who)).status_code == 200
+    for who in (OTHER_LEARNER, OUTSIDER):
+        refused = client.get(location, headers=auth(mounted, *who))
+        assert refused.status_code == 404, who
+        assert refused.json()["type"] == "/problems/not-found"
+        assert client.get(f"/instances/{instance_id}/files", headers=auth(mounted, *who)).status_code == 404
+    unknown_file = f"/instances/{instance_id}/files/00000000-0000-4000-8000-000000000000"
+    assert client.get(unknown_file, headers=auth(mounted, *LEARNER)).status_code == 404
+    assert client.get(location).status_code == 401
+
+    before = on_disk(mounted)
+    # Only the learner and admins upload; the others learn nothing about the instance.
+    assert upload(client, mounted, instance_id, b"x", who=OTHER_LEARNER).status_code == 404
+    assert upload(client, mounted, instance_id, b"x", who=ASSESSOR).status_code == 404
+    assert upload(client, mounted, instance_id, b"admin's", who=ADMIN).status_code == 201
+    assert len(on_disk(mounted) - before) == 1
+    cancelled = client.post(f"/instances/{instance_id}/cancel", headers=auth(mounted, *LEARNER), json={"reason": "x"})
+    assert cancelled.status_code == 200
+    assert upload(client, mounted, instance_id, b"late").status_code == 409
+
+
+def test_a_client_file_name_is_metadata_only(client, mounted, juicefs_mount):
+    instance_id = start(client, mounted)
+    before = on_disk(mounted)
+
+    created = upload(client, mounted, instance_id, b"root:x:0:0", "text/plain", name="../../etc/passwd")
+    quoted = upload(client, mounted, instance_id, b"x", "text/plain",
+                    name="", **{"Content-Disposition": 'attachment; filename="..\\\\..\\\\boot.ini"'})
+
+    assert created.status_code == 201 and quoted.status_code == 201
+    assert created.json()["name"] == "../../etc/passwd"
+    assert quoted.json()["name"] == "..\\..\\boot.ini"
+    added = on_disk(mounted) - before
+    assert added == {f"{created.json()['id']}.txt", f"{quoted.json()['id']}.txt"}
+    assert not (juicefs_mount / "etc").exists() and not (juicefs_mount / "skillbase" / "etc").exists()
+    got = client.get(created.headers["location"], headers=auth(mounted, *LEARNER))
+    assert got.headers["content-disposition"] == "attachment; filename=\"passwd\"; filename*=UTF-8''passwd"
+    got = client.get(quoted.headers["location"], headers=auth(mounted, *LEARNER))
+    assert got.headers["content-disposition"] == "attachment; filename=\"boot.ini\"; filename*=UTF-8''boot.ini"
+
+
+def test_over_the_size_limit_is_413_before_or_while_reading(client, app, mounted):
+    instance_id = start(client, mounted)
+    before = on_disk(mounted)
+
+    announced = upload(client, mounted, instance_id, os.urandom(8 * MB + 1), "video/mp4")
+    assert announced.status_code == 413
+    problem = announced.json()
+    assert problem["type"] == "/problems/too-large" and str(8 * MB) in problem["detail"]
+
+    def unannounced() -> Iterator[bytes]:  # chunked: no Content-Length, found while streaming
+        for _ in range(9):
+            yield os.urandom(MB)
+
+    streamed = client.post(f"/instances/{instance_id}/files", content=unannounced(), headers={
+        **auth(mounted, *LEARNER), "Content-Type": "video/mp4"})
+    assert streamed.status_code == 413 and streamed.json()["type"] == "/problems/too-large"
+    assert on_disk(mounted) == before  # neither a file nor a partial
+    assert app.get_instance(UUID(instance_id)).files == {}
+    assert upload(client, mounted, instance_id, os.urandom(8 * MB), "video/mp4").status_code == 201  # at the limit
+
+
+def test_a_type_outside_the_allow_list_is_415(client, mounted):
+    instance_id = start(client, mounted)
+    before = on_disk(mounted)
+    for media_type in ("application/x-msdownload", "text/html", "image/gif"):  # gif: known, not allowed
+        refused = upload(client, mounted, instance_id, b"MZ...", media_type, "setup.exe")
+        assert refused.status_code == 415, media_type
+        assert refused.json()["type"] == "/problems/unsupported-media-type"
+        assert "image/jpeg" in refused.json()["detail"]
+    no_type = client.post(f"/instances/{instance_id}/files", content=b"x", headers=auth(mounted, *LEARNER))
+    assert no_type.status_code == 415
+    assert on_disk(mounted) == before
+
+
+def test_an_empty_file_is_refused(client, mounted):
+    instance_id = start(client, mounted)
+    before = on_disk(mounted)
+    empty = upload(client, mounted, instance_id, b"", "text/plain")
+    assert empty.status_code == 422 and empty.json()["errors"][0]["path"] == "$"
+    assert on_disk(mounted) == before
+
+
+def test_the_mount_gone_is_503_and_nothing_is_written(app, settings, schema_database, tmp_path):
+    load_example_catalog(app)
+    empty_mount_point = tmp_path / "jfs"  # a directory where the volume should be mounted
+    empty_mount_point.mkdir()
+    unmounted = msgspec.structs.replace(settings, files_root=str(empty_mount_point))
+    with api_client(unmounted, app, schema_database) as client:
+        instance_id = start(client, unmounted)
+        refused = upload(client, unmounted, instance_id, b"\xff\xd8\xff photo")
+        assert refused.status_code == 503
+        assert refused.json()["type"] == "/problems/unavailable" and "not mounted" in refused.json()["detail"]
+        assert refused.headers["retry-after"]
+        assert list(empty_mount_point.iterdir()) == []
+        assert app.get_instance(UUID(instance_id)).files == {}
+
+
+def test_a_download_while_the_mount_is_gone_is_503(client, app, mounted, settings, schema_database, tmp_path):
+    instance_id = start(client, mounted)
+    location = upload(client, mounted, instance_id, b"\xff\xd8\xff photo").headers["location"]
+    empty_mount_point = tmp_path / "jfs"
+    empty_mount_point.mkdir()
+    with api_client(msgspec.structs.replace(mounted, files_root=str(empty_mount_point)), app,
+                    schema_database) as elsewhere:
+        refused = elsewhere.get(location, headers=auth(mounted, *LEARNER))
+    assert refused.status_code == 503 and refused.json()["type"] == "/problems/unavailable"
+
+
+# -- forms that refer to files ---------------------------------------------------------------
+
+
+def only_open_task(client: Any, headers: dict[str, str], instance_id: str) -> str:
+    (task_id,) = client.get(f"/instances/{instance_id}", headers=headers).json()["open_task_ids"]
+    return task_id
+
+
+def test_a_form_accepts_only_files_of_its_own_instance(client, app, mounted):
+    learner = auth(mounted, *LEARNER)
+    mine, other = start(client, mounted), start(client, mounted)
+    own_file = upload(client, mounted, mine, b"\xff\xd8\xff mine").json()
+    foreign_file = upload(client, mounted, other, b"\xff\xd8\xff other").json()
+    submit = only_open_task(client, learner, mine)
+
+    refused = client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+        "statement": STATEMENT, "evidence_files": [own_file["id"], foreign_file["id"]]}})
+    assert refused.status_code == 422
+    assert refused.json()["type"] == "/problems/invalid-input"
+    assert refused.json()["errors"] == [{"path": "$.evidence_files[1]",
+                                         "message": f"file {foreign_file['id']} is not attached to this instance"}]
+    assert client.get(f"/tasks/{submit}", headers=learner).json()["status"] == "open"
+
+
+def test_the_completed_task_and_the_pass_event_carry_the_evidence(client, app, mounted):
+    learner, assessor = auth(mounted, *LEARNER), auth(mounted, *ASSESSOR)
+    instance_id = start(client, mounted)
+    photo = upload(client, mounted, instance_id, b"\xff\xd8\xff a weld", name="weld.jpg").json()
+    report = upload(client, mounted, instance_id, b"%PDF-1.7 report", "application/pdf", "report.pdf").json()
+    upload(client, mounted, instance_id, b"not used", "text/plain", "notes.txt")
+
+    submit = only_open_task(client, learner, instance_id)
+    done = client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+        "statement": STATEMENT, "evidence_files": [photo["id"], report["id"]]}})
+    assert done.status_code == 200, done.text
+    task = app.get_task(UUID(submit))
+    assert [(f["id"], f["sha256"]) for f in task.evidence] == [
+        (photo["id"], hashlib.sha256(b"\xff\xd8\xff a weld").hexdigest()),
+        (report["id"], hashlib.sha256(b"%PDF-1.7 report").hexdigest())]
+
+    assess = only_open_task(client, learner, instance_id)
+    # The assessor reads the evidence before assessing: exactly the bytes submitted.
+    assert client.get(f"/instances/{instance_id}/files/{photo['id']}", headers=assessor).content == b"\xff\xd8\xff a weld"
+    assert client.post(f"/tasks/{assess}/claim", headers=assessor).status_code == 200
+    assert client.post(f"/tasks/{assess}/complete", headers=assessor, json={"data": {
+        "score": 90, "feedback": "Even bead."}}).status_code == 200
+    instance = client.get(f"/instances/{instance_id}", headers=learner).json()
+    if instance["status"] == "running":  # the observation, a manual task
+        observe = only_open_task(client, learner, instance_id)
+        assert client.post(f"/tasks/{observe}/claim", headers=assessor).status_code == 200
+        assert client.post(f"/tasks/{observe}/complete", headers=assessor, json={"data": {}}).status_code == 200
+    aggregate = app.get_instance(UUID(instance_id))
+    assert (aggregate.status, aggregate.result) == ("completed", "pass")
+
+    (completed,) = [e for e in app.events.get(UUID(instance_id)) if type(e).__name__ == "Completed"]
+    cloudevent = to_cloudevent(completed, aggregate)
+    evidence = cloudevent.data["achievement"]["evidence"]
+    assert [(e["id"], e["name"], e["media_type"], e["sha256"]) for e in evidence] == [
+        (f"urn:skillbase:file:{photo['id']}", "weld.jpg", "image/jpeg", photo["sha256"]),
+        (f"urn:skillbase:file:{report['id']}", "report.pdf", "application/pdf", report["sha256"])]
