@@ -7,13 +7,16 @@ decided is recorded in events (ADR 0002).
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import isodate
+import psycopg
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import EnvType
@@ -36,6 +39,29 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@contextmanager
+def _one_creator_at_a_time(factory: Any) -> Iterator[None]:
+    """Replicas that start together on a fresh schema race in eventsourcing's ``CREATE
+    TYPE``/``CREATE TABLE IF NOT EXISTS``: PostgreSQL answers the losers with a duplicate key
+    in ``pg_type`` or "tuple concurrently updated", and that process dies at startup. The
+    tables are created under a session advisory lock on a connection of its own (not one
+    of the pool, which may be too small to lend two)."""
+    datastore = getattr(factory, "datastore", None)
+    if datastore is None:  # not PostgreSQL
+        yield
+        return
+    kwargs = datastore.pool.kwargs
+    conninfo = psycopg.conninfo.make_conninfo(
+        dbname=kwargs.get("dbname"), host=kwargs.get("host"), port=kwargs.get("port"),
+        user=kwargs.get("user"), password=kwargs.get("password") or None,
+    )
+    key = int.from_bytes(hashlib.blake2b(f"skillbase-workflow/{datastore.schema}/create-tables".encode(),
+                                         digest_size=8).digest(), "big", signed=True)
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (key,))
+        yield  # the lock goes with the connection
 
 
 class WorkflowApplication(Application[UUID]):
@@ -62,7 +88,8 @@ class WorkflowApplication(Application[UUID]):
     def construct_recorder(self) -> Any:
         # A process recorder stores a Tracking record in the same transaction as events,
         # which is how a Kafka message and its effect are saved together.
-        return self.factory.process_recorder()
+        with _one_creator_at_a_time(self.factory):
+            return self.factory.process_recorder()
 
     # -- loading ---------------------------------------------------------------------------
 
