@@ -69,7 +69,10 @@ class IdempotencyStore:
         self._table = sql.Identifier(schema, TABLE) if schema else sql.Identifier(TABLE)
 
     def create_table(self) -> None:
-        with self._pool.connection() as connection:
+        # Two replicas starting together would race in CREATE TABLE IF NOT EXISTS (a duplicate
+        # key in pg_type kills the loser's startup): one at a time, under a transaction lock.
+        with self._pool.connection() as connection, connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(hashtext('skillbase-workflow/http_idempotency'))")
             connection.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} ("
