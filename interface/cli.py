@@ -8,7 +8,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("demo", "serve", "token", "projections", "audit", "relay", "catalog", "mail", "timers")
+COMMANDS = ("demo", "serve", "token", "projections", "audit", "relay", "catalog", "mail", "timers", "files")
 
 
 def build_parser() -> argparse.ArgumentParser:
