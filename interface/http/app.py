@@ -9,10 +9,12 @@ idempotency store. Controllers are mounted from ``CONTROLLERS`` plus ``extra_con
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -30,6 +32,7 @@ from interface.http.controllers import CONTROLLERS
 from interface.http.observability import Metrics, ObservabilityMiddleware
 from interface.http.openapi import openapi_config
 from interface.http.problems import EXCEPTION_HANDLERS
+from interface.http.read_models import ReadModels
 from interface.http.services import Services
 
 log = logging.getLogger("skillbase.workflow.http")
@@ -45,10 +48,14 @@ def create_app(
     queries: Any = None,
     extra_controllers: Sequence[Any] = (),
     on_ready: Any = None,
+    run_projections: bool = False,
+    run_kafka: bool = False,
 ) -> Litestar:
     """The API. ``service``/``database`` are opened from ``settings`` when not given (a
     given service is not closed by the app). ``on_ready(service)`` runs once the service is
-    open, before the first request (``serve`` loads the example catalog there)."""
+    open, before the first request (``serve`` loads the example catalog there).
+    ``run_projections`` runs the read-model projections in this process, ``run_kafka`` the
+    Kafka relay and catalog consumer (when Kafka is configured): ``serve`` does both."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -63,13 +70,25 @@ def create_app(
             idempotency = IdempotencyStore(pool, db.schema)
             idempotency.create_table()
             idempotency.purge()
-            metrics.watch_log(workflow.recorder.max_notification_id, _reader_positions(queries))
             if on_ready is not None:
                 on_ready(workflow)
+            readers = _Readers()
+            if run_projections:
+                from projections.service import start_projections
+
+                readers.projections = start_projections(workflow, settings)
+            if run_kafka and settings.kafka_enabled:
+                from interface.kafka.link import start_kafka
+
+                readers.kafka = start_kafka(workflow, settings)
+            metrics.watch_log(workflow.recorder.max_notification_id, readers.positions)
             app.state.services = Services(settings=settings, service=workflow, pool=pool,
                                           idempotency=idempotency, metrics=metrics,
                                           queries=_resolve(queries, workflow, pool, db))
-            yield
+            try:
+                yield
+            finally:
+                await readers.stop()
         finally:
             pool.close()
             if owned:
@@ -109,11 +128,30 @@ async def require_json_body(request: Request) -> None:
 
 
 def _resolve(queries: Any, service: WorkflowService, pool: ConnectionPool, database: Database) -> Any:
-    """The read-model queries, when the application provides them (issue 3)."""
-    if queries is not None:
-        return queries(service, pool, database) if callable(queries) else queries
-    return None
+    """The read-model queries: ``ReadModels`` over ``application.queries`` unless given."""
+    if queries is None:
+        return ReadModels.of(service)
+    return queries(service, pool, database) if callable(queries) else queries
 
 
-def _reader_positions(queries: Any) -> Any:
-    return getattr(queries, "reader_positions", None)
+@dataclass
+class _Readers:
+    """The log readers this process runs: projections and the Kafka link, for lag metrics."""
+
+    projections: Any = None
+    kafka: Any = None
+
+    def positions(self) -> dict[str, int]:
+        found = {}
+        for runner in getattr(self.projections, "runners", []):
+            if runner.position is not None:
+                found[f"projection:{runner.name}"] = runner.position
+        if self.kafka is not None:
+            found.update({f"kafka:{name}": position for name, position in self.kafka.positions().items()})
+        return found
+
+    async def stop(self) -> None:
+        if self.kafka is not None:
+            await self.kafka.stop()
+        if self.projections is not None:
+            await anyio.to_thread.run_sync(self.projections.stop)

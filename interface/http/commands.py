@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -23,6 +23,7 @@ from interface.http.problems import PreconditionFailed
 from interface.http.services import Services
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
+LOG_POSITION = "Workflow-Log-Position"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _fingerprint_encoder = msgspec.json.Encoder(order="sorted")
 _encoder = msgspec.json.Encoder()
@@ -35,8 +36,12 @@ class Outcome:
     etag: str | None = None
     location: str | None = None
 
+    position: int | None = None
+
     def headers(self) -> dict[str, str]:
         found = {}
+        if self.position is not None:
+            found[LOG_POSITION] = str(self.position)
         if self.etag:
             found["ETag"] = self.etag
         if self.location:
@@ -69,15 +74,19 @@ async def run_command(
     fingerprint = _fingerprint(request, payload)
     user = request.user.user_id
 
+    def decide_and_locate(key: str | None) -> Outcome:
+        outcome = decide(key)
+        return replace(outcome, position=services.service.recorder.max_notification_id())
+
     def execute() -> tuple[int, dict[str, str], bytes, str]:
         if key is None:
-            outcome = _decide(decide, None, if_match, version_of, None)
+            outcome = _decide(decide_and_locate, None, if_match, version_of, None)
             return outcome.status, outcome.headers(), _encoder.encode(outcome.body), "ok"
         with services.idempotency.claim(user, key, fingerprint) as slot:
             if slot.replay is not None:
                 stored = slot.replay
                 return stored.status, {**stored.headers, "Idempotent-Replayed": "true"}, stored.body, "replayed"
-            outcome = _decide(decide, key, if_match, version_of, recover)
+            outcome = _decide(decide_and_locate, key, if_match, version_of, recover)
             body = _encoder.encode(outcome.body)
             slot.save(outcome.status, outcome.headers(), body)
             return outcome.status, outcome.headers(), body, "ok"

@@ -134,7 +134,7 @@ class DefinitionVersionSummary(msgspec.Struct):
     added_by: str
     added_at: datetime
     template: str | None
-    files: list[str]
+    files: list[str] = []
 
 
 class DefinitionVersion(DefinitionVersionSummary):
@@ -189,6 +189,37 @@ class AuditHistory(msgspec.Struct):
     next_cursor: Cursor = None
 
 
+class InstanceSummary(msgspec.Struct):
+    """An instance as the instance list shows it."""
+
+    id: UUID
+    user_id: str
+    credential_id: str
+    skill_id: str
+    definition_id: UUID
+    definition_version: int
+    status: str
+    result: str | None
+    started_at: datetime
+    modified_at: datetime
+    ended_at: datetime | None
+    version: int
+
+
+class Dashboard(msgspec.Struct):
+    scope: Annotated[str, Meta(examples=["credential", "skill"])]
+    scope_id: str
+    instances_by_status: dict[str, int]
+    passed: int
+    failed: int
+    pass_rate: float | None
+    median_seconds_to_complete: float | None
+    p90_seconds_to_complete: float | None
+    open_tasks_by_group: dict[str, int]
+    overdue_tasks: int
+    position: Annotated[int, Meta(description="the event log position the figures include")]
+
+
 # -- pages ---------------------------------------------------------------------------------
 
 
@@ -198,7 +229,7 @@ class TaskPage(msgspec.Struct):
 
 
 class InstancePage(msgspec.Struct):
-    items: list[Instance]
+    items: list[InstanceSummary]
     next_cursor: Cursor = None
 
 

@@ -14,7 +14,7 @@ from domain.identity import Actor
 from interface.http import schemas, views
 from interface.http.commands import Outcome, run_command
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
-from interface.http.pagination import Limit
+from interface.http.pagination import Limit, WaitFor
 from interface.http.services import Services
 
 
@@ -30,14 +30,14 @@ class DefinitionController(Controller):
     @get("/", responses=errors(400, 403), summary="Definitions")
     async def list_all(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services], skill_id: FromQuery[str | None] = None,
-        cursor: FromQuery[str | None] = None, limit: Limit = 50,
+        cursor: FromQuery[str | None] = None, limit: Limit = 50, wait_for: WaitFor = None,
     ) -> schemas.DefinitionPage:
         """Every definition, as the catalog sees it, with its versions."""
         require_admin(request.user, "list definitions")
         if services.queries is None:
             raise Unavailable("definition lists need the read models, which are not running")
         return await services.run(services.queries.definitions_page, request.user, skill_id=skill_id,
-                                  cursor=cursor, limit=limit)
+                                  cursor=cursor, limit=limit, wait_for=wait_for)
 
     @get("/{credential_id:str}", responses=errors(403, 404), summary="One definition")
     async def one(

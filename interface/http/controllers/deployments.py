@@ -16,7 +16,7 @@ from interface.http import schemas, views
 from interface.http.commands import Outcome, run_command
 from interface.http.controllers.definitions import require_admin
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
-from interface.http.pagination import Limit
+from interface.http.pagination import Limit, WaitFor
 from interface.http.services import Services
 
 
@@ -27,12 +27,14 @@ class DeploymentController(Controller):
     @get("/", responses=errors(400, 403), summary="Deployments")
     async def list_all(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services], cursor: FromQuery[str | None] = None, limit: Limit = 50,
+        wait_for: WaitFor = None,
     ) -> schemas.DeploymentPage:
         """Every deployment with the definition version each credential is pinned to."""
         require_admin(request.user, "list deployments")
         if services.queries is None:
             raise Unavailable("deployment lists need the read models, which are not running")
-        return await services.run(services.queries.deployments_page, request.user, cursor=cursor, limit=limit)
+        return await services.run(services.queries.deployments_page, request.user, cursor=cursor, limit=limit,
+                                  wait_for=wait_for)
 
     @get("/{skill_id:str}", responses=errors(403, 404), summary="One deployment")
     async def one(

@@ -16,7 +16,7 @@ from domain.instance import CANCELLED
 from interface.http import schemas, views
 from interface.http.commands import Outcome, run_command
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
-from interface.http.pagination import Limit
+from interface.http.pagination import Limit, WaitFor
 from interface.http.services import Services
 
 
@@ -47,14 +47,14 @@ class InstanceController(Controller):
         status: Annotated[str | None, QueryParameter(description="running, completed, cancelled or failed")] = None,
         credential_id: FromQuery[str | None] = None,
         user_id: Annotated[str | None, QueryParameter(description="admins only: another user's instances")] = None,
-        cursor: FromQuery[str | None] = None, limit: Limit = 50,
+        cursor: FromQuery[str | None] = None, limit: Limit = 50, wait_for: WaitFor = None,
     ) -> schemas.InstancePage:
         """The caller's instances, newest first (admins may ask for any user's)."""
         if services.queries is None:
             raise Unavailable("instance lists need the read models, which are not running")
         return await services.run(
             services.queries.instances_page, request.user, status=status, credential_id=credential_id,
-            user_id=user_id, cursor=cursor, limit=limit,
+            user_id=user_id, cursor=cursor, limit=limit, wait_for=wait_for,
         )
 
     @get("/{instance_id:uuid}", responses=errors(404), summary="One instance")

@@ -15,7 +15,7 @@ from domain.identity import Actor
 from interface.http import schemas, views
 from interface.http.controllers.definitions import require_admin
 from interface.http.openapi import errors
-from interface.http.pagination import Limit
+from interface.http.pagination import Limit, WaitFor
 from interface.http.problems import problem
 from interface.http.services import Services
 
@@ -53,13 +53,15 @@ class OperationsController(Controller):
     async def dashboard(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services],
         credential_id: FromQuery[str | None] = None, skill_id: FromQuery[str | None] = None,
-    ) -> dict[str, Any]:
-        """Counts by status, pass rate, time to complete, open and overdue tasks per group."""
+        wait_for: WaitFor = None,
+    ) -> schemas.Dashboard:
+        """One credential's or one skill's figures: instances by status, pass rate, median and p90
+        time to complete, open tasks per group, overdue tasks."""
         require_admin(request.user, "read dashboards")
         if services.queries is None:
             raise Unavailable("dashboards need the read models, which are not running")
         return await services.run(services.queries.dashboard, request.user, credential_id=credential_id,
-                                  skill_id=skill_id)
+                                  skill_id=skill_id, wait_for=wait_for)
 
     @get("/audit/{entity:str}/{entity_id:uuid}", responses=errors(400, 403, 404), summary="Audit trail (admins)")
     async def audit(

@@ -16,11 +16,11 @@ from domain.task import COMPLETED
 from interface.http import schemas, views
 from interface.http.commands import Outcome, run_command
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
-from interface.http.pagination import Limit
+from interface.http.pagination import Limit, WaitFor
 from interface.http.services import Services
 
-Inbox = Literal["mine", "groups"]
-Sort = Literal["due_at", "-due_at", "created_at", "-created_at"]
+Inbox = Literal["mine", "groups", "all"]
+Sort = Literal["created_at"]
 
 
 class TaskController(Controller):
@@ -30,12 +30,13 @@ class TaskController(Controller):
     @get("/", responses=errors(400), summary="Task inbox")
     async def inbox(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services],
-        inbox: Annotated[Inbox, QueryParameter(description="`mine`: assigned to me; `groups`: offered to my groups")] = "mine",
+        inbox: Annotated[Inbox, QueryParameter(description="`mine`: assigned to me; `groups`: open tasks offered to my groups; `all`: every task (admins)")] = "mine",
         status: Annotated[str, QueryParameter(description="open, completed or cancelled")] = "open",
         credential_id: FromQuery[str | None] = None, skill_id: FromQuery[str | None] = None, instance_id: FromQuery[UUID | None] = None,
         due_before: FromQuery[datetime | None] = None,
         unassigned: Annotated[bool | None, QueryParameter(description="groups scope: only tasks nobody claimed")] = None,
-        sort: FromQuery[Sort] = "due_at", cursor: FromQuery[str | None] = None, limit: Limit = 50,
+        sort: Annotated[Sort, QueryParameter(description="oldest first by creation (the only order yet)")] = "created_at",
+        cursor: FromQuery[str | None] = None, limit: Limit = 50, wait_for: WaitFor = None,
     ) -> schemas.TaskPage:
         """My tasks, or my groups' tasks, filtered and sorted, one page at a time."""
         if services.queries is None:
@@ -44,6 +45,7 @@ class TaskController(Controller):
             services.queries.tasks_page, request.user, inbox=inbox, status=status,
             credential_id=credential_id, skill_id=skill_id, instance_id=instance_id,
             due_before=due_before, unassigned=unassigned, sort=sort, cursor=cursor, limit=limit,
+            wait_for=wait_for,
         )
 
     @get("/{task_id:uuid}", responses=errors(404), summary="One task, with its form")

@@ -1,0 +1,86 @@
+"""The lists, served from the read models the projections keep: inboxes, my instances,
+definitions, deployments, dashboards; cursor pages; read-your-writes with wait_for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from interface.examples import load_example_catalog
+from interface.http.testing import ADMIN, ASSESSOR, LEARNER, OTHER_LEARNER, OUTSIDER, api_client, auth
+from tests.integration.test_http_process import attach_evidence, only_open_task
+
+pytestmark = pytest.mark.integration
+CREDENTIAL = "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"
+SKILL = "4a1d9e3c-2f6b-4c8a-b0d7-6e5f3a2c1b90"
+
+
+@pytest.fixture
+def client(app: Any, settings: Any, schema_database: Any) -> Iterator[Any]:
+    load_example_catalog(app)
+    with api_client(settings, app, schema_database, run_projections=True) as client:
+        yield client
+
+
+def submitted(client: Any, app: Any, settings: Any) -> tuple[str, str, int]:
+    """An instance whose evidence is in: (instance id, assess task id, log position)."""
+    learner = auth(settings, *LEARNER)
+    instance = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner).json()["id"]
+    submit = only_open_task(client, learner, instance)
+    file_id = attach_evidence(app, settings, instance)
+    done = client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+        "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
+    return instance, only_open_task(client, learner, instance), int(done.headers["workflow-log-position"])
+
+
+def test_inboxes_show_each_user_their_tasks(client: Any, app: Any, settings: Any) -> None:
+    instance, assess, position = submitted(client, app, settings)
+    wait = {"wait_for": position}
+    groups = client.get("/tasks", params={"inbox": "groups", **wait}, headers=auth(settings, *ASSESSOR)).json()
+    assert [t["id"] for t in groups["items"]] == [assess]
+    outsider = client.get("/tasks", params={"inbox": "groups", **wait}, headers=auth(settings, *OUTSIDER)).json()
+    assert outsider["items"] == []
+    claimed = client.post(f"/tasks/{assess}/claim", headers=auth(settings, *ASSESSOR))
+    wait = {"wait_for": claimed.headers["workflow-log-position"]}
+    mine = client.get("/tasks", params=wait, headers=auth(settings, *ASSESSOR)).json()
+    assert [t["id"] for t in mine["items"]] == [assess]
+    unclaimed = client.get("/tasks", params={"inbox": "groups", "unassigned": True, **wait},
+                           headers=auth(settings, *ASSESSOR)).json()
+    assert unclaimed["items"] == []
+    by_instance = client.get("/tasks", params={"inbox": "all", "instance_id": instance, "status": "completed", **wait},
+                             headers=auth(settings, *ADMIN)).json()
+    assert [t["element_id"] for t in by_instance["items"]] == ["submit_evidence"]
+    assert client.get("/tasks", params={"inbox": "all"}, headers=auth(settings, *LEARNER)).status_code == 403
+
+
+def test_learners_list_only_their_own_instances_page_by_page(client: Any, app: Any, settings: Any) -> None:
+    learner = auth(settings, *LEARNER)
+    started = [client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner) for _ in range(3)]
+    wait = {"wait_for": max(int(r.headers["workflow-log-position"]) for r in started)}
+    first = client.get("/instances", params={"limit": 2, **wait}, headers=learner).json()
+    second = client.get("/instances", params={"limit": 2, "cursor": first["next_cursor"]}, headers=learner).json()
+    assert len(first["items"]) == 2 and len(second["items"]) == 1 and second["next_cursor"] is None
+    assert {i["id"] for i in first["items"] + second["items"]} == {r.json()["id"] for r in started}
+    other = client.get("/instances", params=wait, headers=auth(settings, *OTHER_LEARNER)).json()
+    assert other["items"] == []
+    assert client.get("/instances", params={"user_id": LEARNER[0]},
+                      headers=auth(settings, *OTHER_LEARNER)).status_code == 403
+    everyone = client.get("/instances", params=wait, headers=auth(settings, *ADMIN)).json()
+    assert len(everyone["items"]) == 3
+    bad = client.get("/instances", params={"cursor": "nonsense"}, headers=learner)
+    assert bad.status_code == 422
+
+
+def test_admins_list_definitions_deployments_and_dashboards(client: Any, app: Any, settings: Any) -> None:
+    _, _, position = submitted(client, app, settings)
+    admin, wait = auth(settings, *ADMIN), {"wait_for": position}
+    definitions = client.get("/definitions", params=wait, headers=admin).json()
+    assert [d["credential_id"] for d in definitions["items"]] == [CREDENTIAL]
+    deployments = client.get("/deployments", params=wait, headers=admin).json()
+    assert deployments["items"][0]["pins"][0]["credential_id"] == CREDENTIAL
+    board = client.get("/dashboard", params={"credential_id": CREDENTIAL, **wait}, headers=admin).json()
+    assert board["instances_by_status"].get("running") == 1 and board["open_tasks_by_group"] == {"assessor": 1}
+    assert client.get("/dashboard", headers=admin).status_code == 422
+    assert client.get("/definitions", headers=auth(settings, *LEARNER)).status_code == 403
