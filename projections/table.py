@@ -96,7 +96,7 @@ class Table:
         self, cur: Cursor[Any], schema: str, suffix: str, rows: Iterable[Mapping[str, Any]],
         *, add: bool = False,
     ) -> None:
-        """Writes ``rows`` with one statement (one array per column, unnested).
+        """Writes ``rows``: COPY into a session-local staging table, then one upsert from it.
 
         With ``add`` the non-key columns are counters: the stored value grows by the new one.
         """
@@ -104,12 +104,18 @@ class Table:
         if not rows:
             return
         names = self.column_names
-        arrays = [[self._value(name, row[name]) for row in rows] for name in names]
-        kinds = dict(self.columns)
-        unnest = sql.SQL(", ").join(
-            sql.SQL("%s::{}[]").format(sql.SQL(_array_type(kinds[name]))) for name in names
-        )
         target = sql.Identifier(self.physical(suffix))
+        stage = sql.Identifier(f"_stage_{self.name}")
+        cur.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}.{})").format(
+            stage, sql.Identifier(schema), target))
+        cur.execute(sql.SQL("TRUNCATE {}").format(stage))
+        json_columns = [name in self.json_columns for name in names]
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, _names(names))) as copy:
+            for row in rows:
+                copy.write_row([
+                    Jsonb(row[name]) if is_json and row[name] is not None else row[name]
+                    for name, is_json in zip(names, json_columns, strict=True)
+                ])
         if add:
             updates = sql.SQL(", ").join(
                 sql.SQL("{0} = {1}.{0} + EXCLUDED.{0}").format(sql.Identifier(n), target)
@@ -120,9 +126,8 @@ class Table:
                 sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in names if n not in self.key
             )
         cur.execute(
-            sql.SQL("INSERT INTO {}.{} ({}) SELECT * FROM unnest({}) ON CONFLICT ({}) DO UPDATE SET {}").format(
-                sql.Identifier(schema), target, _names(names), unnest, _names(self.key), updates),
-            arrays,
+            sql.SQL("INSERT INTO {}.{} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}").format(
+                sql.Identifier(schema), target, _names(names), _names(names), stage, _names(self.key), updates),
         )
 
     def delete_keys(self, cur: Cursor[Any], schema: str, suffix: str, keys: Sequence[Any]) -> None:
@@ -135,16 +140,7 @@ class Table:
             (list(keys),),
         )
 
-    def _value(self, name: str, value: Any) -> Any:
-        if name in self.json_columns and value is not None:
-            return Jsonb(value)
-        return value
 
 
 def _names(names: Iterable[str]) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(name) for name in names)
-
-
-def _array_type(kind: str) -> str:
-    """``text NOT NULL`` -> ``text``: the element type of the column's array."""
-    return kind.removesuffix(" NOT NULL")

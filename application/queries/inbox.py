@@ -48,6 +48,18 @@ def inbox(
     """
     limit = clamp_limit(limit)
     start = decode_cursor("inbox", cursor, len(SORT))
+    built = inbox_query(store, user_id, groups, unclaimed_only=unclaimed_only, limit=limit, start=start)
+    if built is None:
+        return Page(items=[], next_cursor=None, position=store.wait_for(PROJECTION, wait_for, timeout))
+    rows, position = store.fetch(PROJECTION, *built, wait_for=wait_for, timeout=timeout)
+    return page("inbox", rows, limit, SORT_NAMES, position)
+
+
+def inbox_query(
+    store: ReadStore, user_id: str | None, groups: list[str], *, unclaimed_only: bool, limit: int,
+    start: list[Any] | None,
+) -> tuple[sql.Composable, list[Any]] | None:
+    """The SQL of one inbox page (``limit + 1`` rows), or None when nothing can match."""
     keys = sorted({group_key(group) for group in groups})
     condition, params = after(SORT, start)
     table = store.table(TASKS)
@@ -68,11 +80,10 @@ def inbox(
         ).format(table=table, after=condition))
         values += [user_id, *params, limit + 1]
     if not branches:
-        return Page(items=[], next_cursor=None, position=store.wait_for(PROJECTION, wait_for, timeout))
+        return None
     query = sql.SQL("SELECT * FROM ({}) inbox ORDER BY created_at, id LIMIT %s").format(
         sql.SQL(" UNION ").join(branches))
-    rows, position = store.fetch(PROJECTION, query, [*values, limit + 1], wait_for=wait_for, timeout=timeout)
-    return page("inbox", rows, limit, SORT_NAMES, position)
+    return query, [*values, limit + 1]
 
 
 def tasks(
