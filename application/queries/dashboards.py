@@ -28,7 +28,7 @@ def dashboard(
     if wait_for is not None:
         store.wait_for(PROJECTION, wait_for, timeout)
     with store.cursor() as cur:
-        position = store._position(cur, PROJECTION)  # noqa: SLF001 - same transaction as the rows
+        position = store._position(cur, PROJECTION)  # noqa: SLF001 - read first: a lower bound
         cur.execute(sql.SQL("SELECT metric, n FROM {} WHERE scope = %s AND scope_id = %s").format(
             store.table("rm_dash_counts")), (scope, scope_id))
         counts = {row["metric"]: row["n"] for row in cur.fetchall()}

@@ -158,3 +158,28 @@ def test_a_lost_connection_is_survived(app: Any) -> None:
         runner.stop()
     assert runner.errors >= 2
     assert assert_live_equals_rebuilt(app, TaskInbox()) == 3
+
+
+def test_rebuild_switches_under_a_live_runner_without_losing_events(app: Any) -> None:
+    from projections.rebuild import rebuild
+
+    _skill, credential = setup_catalog(app)
+    event_log = EventLog.of(app)
+    live = ProjectionRunner(Dashboards(), event_log, batch_size=2, idle_wait=0.05)
+    live.backoff.first = 0.01
+    live.start()
+    try:
+        for number in range(6):
+            app.start_instance(learner(number), credential)
+        final = rebuild(event_log, Dashboards(), batch_size=3)
+        assert final.phase == "switched" and final.position == final.head
+        for number in range(6, 9):  # the live runner goes on, on the switched tables
+            run_to_end(app, app.start_instance(learner(number), credential))
+        wait_caught_up(app, [Dashboards()])
+    finally:
+        live.stop()
+    assert assert_live_equals_rebuilt(app, Dashboards()) > 0
+    with event_log.connect("test") as conn:
+        tables = {row["tablename"] for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (event_log.schema,))}
+    assert not {t for t in tables if t.endswith("__new")}
