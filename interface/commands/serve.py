@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("http_host", args.host), ("http_port", args.port)) if v is not None}
     settings = load_settings(**overrides)
     configure_json_logging(args.log_level if args.log_level.upper() != "WARNING" else "INFO")
-    app = create_app(settings, on_ready=lambda service: _load_examples(settings, service))
+    app = create_app(settings, on_ready=lambda service: _load_examples(settings, service),
+                     run_projections=True, run_kafka=True)
     print(banner(settings), flush=True)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
                 server_header=False)

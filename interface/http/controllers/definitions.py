@@ -8,6 +8,7 @@ from typing import Any
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar import Controller, Request, Response, get, post
+from litestar.openapi import ResponseSpec
 
 from domain.errors import NotAllowed, Unavailable
 from domain.identity import Actor
@@ -27,7 +28,7 @@ class DefinitionController(Controller):
     path = "/definitions"
     tags = ["definitions"]
 
-    @get("/", responses=errors(400, 403), summary="Definitions")
+    @get("/", responses=errors(400, 403, 422), summary="Definitions")
     async def list_all(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services], skill_id: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None, limit: Limit = 50, wait_for: WaitFor = None,
@@ -61,8 +62,9 @@ class DefinitionController(Controller):
 
         return await services.run(load)
 
-    @post("/{credential_id:str}/versions", status_code=201, responses=errors(*COMMAND_ERRORS),
-          summary="Upload a bundle version")
+    @post("/{credential_id:str}/versions", status_code=201, summary="Upload a bundle version",
+          responses={**errors(*COMMAND_ERRORS), 200: ResponseSpec(
+              schemas.DefinitionVersion, description="The very same bundle is already this version")})
     async def upload(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services], credential_id: FromPath[str],
         data: JSONBody[schemas.UploadDefinitionVersion], idempotency_key: IdempotencyKey = None,

@@ -24,7 +24,7 @@ class DeploymentController(Controller):
     path = "/deployments"
     tags = ["deployments"]
 
-    @get("/", responses=errors(400, 403), summary="Deployments")
+    @get("/", responses=errors(400, 403, 422), summary="Deployments")
     async def list_all(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services], cursor: FromQuery[str | None] = None, limit: Limit = 50,
         wait_for: WaitFor = None,

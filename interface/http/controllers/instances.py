@@ -41,7 +41,7 @@ class InstanceController(Controller):
 
         return await run_command(request, services, "start_instance", decide, payload=data)
 
-    @get("/", responses=errors(400), summary="My instances")
+    @get("/", responses=errors(400, 403, 422), summary="My instances")
     async def list_mine(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services],
         status: Annotated[str | None, QueryParameter(description="running, completed, cancelled or failed")] = None,

@@ -49,7 +49,7 @@ class OperationsController(Controller):
         body = await services.run(generate_latest, services.metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    @get("/dashboard", responses=errors(403), summary="Dashboard (admins)")
+    @get("/dashboard", responses=errors(400, 403, 422), summary="Dashboard (admins)")
     async def dashboard(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services],
         credential_id: FromQuery[str | None] = None, skill_id: FromQuery[str | None] = None,

@@ -27,7 +27,7 @@ class TaskController(Controller):
     path = "/tasks"
     tags = ["tasks"]
 
-    @get("/", responses=errors(400), summary="Task inbox")
+    @get("/", responses=errors(400, 403, 422), summary="Task inbox")
     async def inbox(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services],
         inbox: Annotated[Inbox, QueryParameter(description="`mine`: assigned to me; `groups`: open tasks offered to my groups; `all`: every task (admins)")] = "mine",
