@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from eventsourcing.persistence import IntegrityError, PersistenceError, Tracking
 
 from application.contract import EntityStates, encode, to_cloudevent
@@ -56,6 +57,9 @@ class RelayOptions:
     producer: dict[str, Any] = field(default_factory=dict)
     """Extra aiokafka producer arguments (``linger_ms``, ``request_timeout_ms``...)."""
 
+
+# The Java client's and aiokafka's default: murmur2 of the key, so keys land where send() puts them.
+_PARTITIONER = DefaultPartitioner()
 
 # Throughput defaults: big batches, a short linger; the caller may override them.
 PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 5, "max_batch_size": 512 * 1024, "compression_type": None}
@@ -196,11 +200,14 @@ class Relay:
             await self.leadership.release()
 
     async def _publish(self, stop: asyncio.Event) -> None:
+        """Publishes while this relay holds the lock. The next batch is read and encoded
+        while the broker acknowledges the current one; the position moves after the ack."""
         options = self.options
         backoff = Backoff(options.backoff_initial, options.backoff_max)
         states = EntityStates(self.app.repository)
         producer: AIOKafkaProducer | None = None
         position: int | None = None
+        ahead: asyncio.Future[list[OutboundRecord]] | None = None
         last_check = last_lag_log = time.monotonic()
         try:
             while not stop.is_set():
@@ -213,9 +220,13 @@ class Relay:
                     last_lag_log = now
                 try:
                     if position is None:
+                        await _discard(ahead)
+                        ahead = None
                         position = await asyncio.to_thread(self.position)
                         self.stats.position = position
-                    batch = await asyncio.to_thread(self.read_batch, position, states)
+                    reading, ahead = ahead or asyncio.ensure_future(
+                        asyncio.to_thread(self.read_batch, position, states)), None
+                    batch = await reading
                 except (PersistenceError, psycopg.Error) as error:
                     position = None
                     await self._failed("database unavailable", error, backoff, stop)
@@ -224,27 +235,33 @@ class Relay:
                     await self.leadership.wait(options.idle_wait)
                     last_check = time.monotonic()
                     continue
+                last = batch[-1].notification_id
                 try:
                     producer = producer or await self._start_producer()
-                    await self._send(producer, batch)
+                    acks = await self._submit(producer, batch)
+                    ahead = asyncio.ensure_future(asyncio.to_thread(self.read_batch, last, states))
+                    await self._acknowledged(acks)
                 except (KafkaError, TimeoutError, OSError) as error:
                     await _stop_producer(producer)
                     producer, position = None, None  # resend from the stored position
                     await self._failed("broker unavailable", error, backoff, stop)
                     continue
                 try:
-                    position = await asyncio.to_thread(self.save_position, batch[-1].notification_id)
+                    position = await asyncio.to_thread(self.save_position, last)
                 except (PersistenceError, psycopg.Error) as error:
                     position = None  # the batch is re-sent: duplicates within one batch
                     await self._failed("could not store the relay position", error, backoff, stop)
                     continue
+                if position != last:
+                    position = None  # another relay got further: start again from there
                 backoff.reset()
-                self.stats.position = position
+                self.stats.position = position or last
                 self.stats.published += len(batch)
                 self.stats.batches += 1
                 if self._on_published is not None:
                     self._on_published(batch)
         finally:
+            await _discard(ahead)
             await _stop_producer(producer)
 
     async def _start_producer(self) -> AIOKafkaProducer:
@@ -257,15 +274,29 @@ class Relay:
             raise
         return producer
 
-    async def _send(self, producer: AIOKafkaProducer, batch: list[OutboundRecord]) -> None:
-        """Sends the whole batch, then waits for every acknowledgement."""
-        futures = [
-            await producer.send(self.topic, record.value, key=record.key, headers=record.headers)
-            for record in batch
-        ]
-        results = await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), self.options.send_timeout
-        )
+    async def _submit(self, producer: AIOKafkaProducer, batch: list[OutboundRecord]) -> list[asyncio.Future[Any]]:
+        """Queues the whole batch, as one record batch per partition (key-hashed like
+        ``send()``), in log order; returns the futures of the broker's acknowledgements."""
+        partitions = sorted(await producer.partitions_for(self.topic))
+        builders: dict[int, Any] = {}
+        acks = []
+        for record in batch:
+            partition = _PARTITIONER(record.key, partitions, partitions)
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = producer.create_batch()
+            if builder.append(key=record.key, value=record.value, timestamp=None, headers=record.headers) is None:
+                acks.append(await producer.send_batch(builder, self.topic, partition=partition))
+                builder = builders[partition] = producer.create_batch()
+                if builder.append(key=record.key, value=record.value, timestamp=None, headers=record.headers) is None:
+                    raise ValueError(f"event {record.notification_id} is larger than max_batch_size")
+        for partition, builder in builders.items():
+            acks.append(await producer.send_batch(builder, self.topic, partition=partition))
+        return acks
+
+    async def _acknowledged(self, acks: list[asyncio.Future[Any]]) -> None:
+        """Waits for every acknowledgement (``acks=all``); any failure fails the batch."""
+        results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True), self.options.send_timeout)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -281,6 +312,15 @@ class Relay:
     async def _log_lag(self) -> None:
         lag = await _quietly(self.lag)
         log.info("relay lag %s events", lag, extra={"topic": self.topic, "relay_lag": lag})
+
+
+async def _discard(future: asyncio.Future[Any] | None) -> None:
+    """Lets a read-ahead finish (it runs in a thread) and drops it."""
+    if future is not None:
+        try:
+            await future
+        except Exception:  # noqa: BLE001 - it is read again from the stored position
+            pass
 
 
 async def _quietly(function: Callable[[], int]) -> int | str:
