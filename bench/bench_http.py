@@ -1,0 +1,247 @@
+"""HTTP API benchmark: the full example process over HTTP at 1, 8 and 32 concurrent clients,
+next to its two floors measured in the same run — the same process on SpiffWorkflow alone
+(engine floor) and single-row INSERT+COMMIT on the same PostgreSQL (storage floor).
+
+    .venv/bin/python bench/bench_http.py --processes 40 --levels 1,8,32
+
+It starts ``skillbase-workflow serve`` (projections on, Kafka off) on a fresh schema of the
+PostgreSQL at SKILLBASE_WORKFLOW_DATABASE_HOST (default 127.0.0.1, database ``test``),
+drives it with httpx, and prints processes/s, p50/p95/p99 per request type, the floors, the
+ratios and the server's resident memory. Evidence is attached through the service (the
+upload endpoint is issue 6's), outside the timed HTTP requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from application.bootstrap import bootstrap, open_file_store  # noqa: E402
+from application.database import Database, ensure_database  # noqa: E402
+from application.engine.builtin_templates import load_template  # noqa: E402
+from application.engine.bundle import validate_bundle  # noqa: E402
+from application.engine.runner import Engine, SpecRef  # noqa: E402
+from application.settings import load_settings  # noqa: E402
+from domain.identity import Actor  # noqa: E402
+from interface.http.testing import token_for  # noqa: E402
+
+CREDENTIAL = "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"
+SUBMIT = "My fillet weld on 6 mm mild steel, photographed after cleaning."
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- the HTTP run ------------------------------------------------------------------------------
+
+
+class Run:
+    def __init__(self, url: str, settings: Any, attach: Any) -> None:
+        self.url, self.settings, self.attach = url, settings, attach
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.assessor = {"Authorization": f"Bearer {token_for(settings, 'assessor-ada', ['assessor'])}"}
+
+    async def call(self, http: httpx.AsyncClient, kind: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        started = time.perf_counter()
+        response = await http.request(method, path, **kwargs)
+        self.latency[kind].append(time.perf_counter() - started)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{kind}: {response.status_code} {response.text[:300]}")
+        return response
+
+    async def one_process(self, http: httpx.AsyncClient, n: int) -> None:
+        learner = {"Authorization": f"Bearer {token_for(self.settings, f'bench-learner-{uuid.uuid4().hex[:8]}')}"}
+        started = await self.call(http, "start", "POST", "/instances", json={"credential_id": CREDENTIAL},
+                                  headers={**learner, "Idempotency-Key": uuid.uuid4().hex})
+        instance = started.json()["id"]
+        submit = started.json()["open_task_ids"][0]
+        file_id = await asyncio.to_thread(self.attach, learner, instance)
+        await self.call(http, "complete", "POST", f"/tasks/{submit}/complete", headers=learner,
+                        json={"data": {"statement": SUBMIT, "evidence_files": [file_id]}})
+        for data in ({"score": 80 if n % 4 else 40, "feedback": "Reviewed."}, {}):
+            found = await self.call(http, "get_instance", "GET", f"/instances/{instance}", headers=learner)
+            open_tasks = found.json()["open_task_ids"]
+            if not open_tasks:
+                return
+            task = open_tasks[0]
+            await self.call(http, "claim", "POST", f"/tasks/{task}/claim", headers=self.assessor)
+            await self.call(http, "complete", "POST", f"/tasks/{task}/complete", headers=self.assessor,
+                            json={"data": data})
+
+    async def level(self, clients: int, processes: int) -> tuple[float, dict[str, list[float]]]:
+        self.latency = defaultdict(list)
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for n in range(processes):
+            queue.put_nowait(n)
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=self.url, timeout=60, limits=limits) as http:
+            async def worker() -> None:
+                while not queue.empty():
+                    await self.one_process(http, queue.get_nowait())
+
+            started = time.perf_counter()
+            await asyncio.gather(*[worker() for _ in range(clients)])
+            elapsed = time.perf_counter() - started
+        return processes / elapsed, dict(self.latency)
+
+
+# -- floors ----------------------------------------------------------------------------------
+
+
+def engine_floor(processes: int) -> float:
+    """The same process on SpiffWorkflow alone: start, then complete each ready task."""
+    bundle = validate_bundle(load_template("credential-assessment"), max_bytes=1024 * 1024)
+    ref = SpecRef(("bench", 1), bundle.spec_state, bundle.engine_format)
+    engine = Engine()
+    forms = [{"statement": SUBMIT, "evidence_files": [str(uuid.uuid4())]}, {"score": 80, "feedback": "ok"}, {}]
+    started = time.perf_counter()
+    for _ in range(processes):
+        now = datetime.now(timezone.utc)
+        step = engine.start(ref, {}, now=now)
+        for data in forms:
+            if not step.ready:
+                break
+            step = engine.complete_task(ref, step.engine_state, bundle.engine_format,
+                                        step.ready[0].engine_task_id, data, now=now)
+        assert step.finished, step
+    return processes / (time.perf_counter() - started)
+
+
+def storage_floor(conninfo: str, schema: str, transactions: int, threads: int) -> float:
+    """Single-row INSERT+COMMIT transactions per second on the same PostgreSQL."""
+    table = f'"{schema}".bench_floor'
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, body text)")
+    per_thread = transactions // threads
+
+    def work() -> None:
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            for _ in range(per_thread):
+                connection.execute(f"INSERT INTO {table} (body) VALUES (%s)", ("x" * 200,))
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return per_thread * threads / (time.perf_counter() - started)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", type=int, default=40, help="complete processes per concurrency level")
+    parser.add_argument("--levels", default="1,8,32")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    host = os.environ.get("SKILLBASE_WORKFLOW_DATABASE_HOST", "127.0.0.1")
+    name = os.environ.get("SKILLBASE_WORKFLOW_DATABASE_NAME", "test")
+    database = Database(host=host, port=5432, name=name, user="postgres", password="", schema=schema)
+    ensure_database(database)
+    data_dir = Path(f"/tmp/{schema}")
+    port = free_port()
+    env = {**os.environ, "SKILLBASE_WORKFLOW_DATABASE_HOST": host, "SKILLBASE_WORKFLOW_DATABASE_NAME": name,
+           "SKILLBASE_WORKFLOW_DATABASE_SCHEMA": schema, "SKILLBASE_WORKFLOW_DATA_DIR": str(data_dir),
+           "SKILLBASE_WORKFLOW_HTTP_PORT": str(port), "SKILLBASE_WORKFLOW_KAFKA_BOOTSTRAP_SERVERS": "",
+           "SKILLBASE_WORKFLOW_DATABASE_POOL_SIZE": "16"}
+    settings = load_settings({k: v for k, v in env.items() if k.startswith("SKILLBASE_WORKFLOW_")})
+    server = subprocess.Popen([sys.executable, "-m", "interface.cli", "--log-level", "ERROR", "serve"], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    service = None
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        service = bootstrap(settings)
+        files = open_file_store(settings)
+
+        def attach(headers: dict[str, str], instance: str) -> str:
+            import jwt
+
+            user = jwt.decode(headers["Authorization"].split()[1], options={"verify_signature": False})["sub"]
+            stored = files.write([b"weld notes\n"], "text/plain")
+            service.attach_file(Actor.of(user), uuid.UUID(instance), file_id=stored.file_id,
+                                extension=stored.extension, media_type=stored.media_type, size=stored.size,
+                                sha256=stored.sha256, name="weld.txt")
+            return str(stored.file_id)
+
+        run = Run(url, settings, attach)
+        asyncio.run(run.level(2, 4))  # warm up
+        results = {}
+        for clients in levels:
+            rate, latency = asyncio.run(run.level(clients, max(args.processes, clients)))
+            results[clients] = (rate, latency)
+            print(f"\n== {clients} concurrent clients: {rate:.1f} processes/s "
+                  f"({rate * 6:.0f} commands/s), server RSS {rss_mb(server.pid):.0f} MB")
+            print(f"   {'request':<14}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
+            for kind, values in sorted(latency.items()):
+                print(f"   {kind:<14}{len(values):>6}{percentile(values, .5) * 1000:>10.1f}"
+                      f"{percentile(values, .95) * 1000:>10.1f}{percentile(values, .99) * 1000:>10.1f}")
+
+        engine = statistics.median(engine_floor(max(20, args.processes)) for _ in range(3))
+        storage_1 = storage_floor(database.conninfo(), schema, 2000, 1)
+        try:
+            storage_8 = storage_floor(database.conninfo(), schema, 4000, 8)
+        except psycopg.OperationalError as error:  # a shared server may be out of connections
+            print(f"storage floor with 8 clients not measured: {error}")
+            storage_8 = float("nan")
+        print(f"\nload average during the run: {os.getloadavg()}")
+        print(f"engine floor (SpiffWorkflow alone, same process): {engine:.0f} processes/s")
+        print(f"storage floor (INSERT+COMMIT): {storage_1:.0f} tx/s with 1 client, {storage_8:.0f} tx/s with 8")
+        best = max(rate for rate, _ in results.values())
+        print(f"best HTTP rate {best:.1f} processes/s = {best / engine:.1%} of the engine floor; "
+              f"{best * 6:.0f} commands/s = {best * 6 / storage_8:.1%} of the 8-client storage floor")
+    finally:
+        if service is not None:
+            service.close()
+        server.terminate()
+        server.wait(20)
+        with psycopg.connect(database.conninfo(), autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Token checks and problem mapping, without a database."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from litestar.exceptions import NotAuthorizedException
+
+from application.settings import load_settings
+from domain import errors
+from interface.http.auth import actor_from_claims, development_key, mint_token, verifier_from
+from interface.http.commands import check_if_match
+from interface.http.problems import PreconditionFailed, handle
+
+
+def claims(**extra: object) -> dict[str, object]:
+    return {"sub": "u1", "aud": "skillbase", "exp": int(time.time()) + 60, **extra}
+
+
+def test_hs256_tokens_map_to_actors(tmp_path: Path) -> None:
+    settings = load_settings({}, data_dir=str(tmp_path), jwt_hs256_secret="s" * 32)
+    token = jwt.encode(claims(email="u@x.org", groups=["Assessor", "admin"]), "s" * 32, "HS256")
+    actor = verifier_from(settings).actor(token)
+    assert (actor.user_id, actor.email, actor.groups, actor.is_admin) == ("u1", "u@x.org", {"assessor", "admin"}, True)
+
+
+def test_roles_are_groups_too() -> None:
+    assert actor_from_claims(claims(roles="a, b"), "admin").groups == {"a", "b"}
+
+
+@pytest.mark.parametrize("token_claims", [
+    claims(exp=int(time.time()) - 3600), claims(aud="other"), {k: v for k, v in claims().items() if k != "sub"},
+    claims(groups=[1, 2]),
+])
+def test_bad_claims_are_refused(tmp_path: Path, token_claims: dict[str, object]) -> None:
+    settings = load_settings({}, data_dir=str(tmp_path), jwt_hs256_secret="s" * 32)
+    with pytest.raises(NotAuthorizedException):
+        verifier_from(settings).actor(jwt.encode(token_claims, "s" * 32, "HS256"))
+
+
+def test_rs256_refuses_hs256_and_none(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    verifier = verifier_from(load_settings({}, data_dir=str(tmp_path), jwt_public_key=public))
+    assert verifier.actor(jwt.encode(claims(), key, "RS256")).user_id == "u1"
+    for forged in (jwt.encode(claims(), "x" * 32, "HS256"),
+                   jwt.encode(claims(), None, "none")):
+        with pytest.raises(NotAuthorizedException):
+            verifier.actor(forged)
+
+
+def test_development_key_lives_under_data_dir_and_only_it_mints(tmp_path: Path) -> None:
+    settings = load_settings({}, data_dir=str(tmp_path))
+    token = mint_token(settings, "u1", ["assessor"])
+    assert verifier_from(settings).actor(token).groups == {"assessor"}
+    assert (tmp_path / "dev-jwt-hs256.key").stat().st_mode & 0o777 == 0o600
+    assert development_key(settings) == development_key(settings)
+    with pytest.raises(RuntimeError):
+        mint_token(load_settings({}, data_dir=str(tmp_path), jwt_hs256_secret="s" * 32), "u1", [])
+
+
+def test_if_match() -> None:
+    check_if_match('"3"', 3)
+    check_if_match('W/"3", "4"', 4)
+    check_if_match("*", 9)
+    with pytest.raises(PreconditionFailed):
+        check_if_match('"2"', 3)
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (errors.InvalidInput("bad", [errors.Problem("$.a", "no")]), 422), (errors.NotAllowed("no"), 403),
+    (errors.NotFound("gone"), 404), (errors.Conflict("taken"), 409), (errors.TooLarge("big"), 413),
+    (errors.Unsupported("what"), 415), (errors.Unavailable("down"), 503), (PreconditionFailed("v"), 412),
+])
+def test_errors_map_to_problems(error: Exception, status: int) -> None:
+    response = handle(None, error)  # type: ignore[arg-type]
+    assert response.status_code == status and response.media_type == "application/problem+json"
+    assert response.content.status == status and response.content.type.startswith("/problems/")
+    if status == 422:
+        assert response.content.errors[0].path == "$.a"
+    if status == 503:
+        assert response.headers["Retry-After"] == "5"
