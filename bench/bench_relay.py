@@ -27,19 +27,25 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import msgspec  # noqa: E402
-import psycopg  # noqa: E402
-from aiokafka import AIOKafkaProducer  # noqa: E402
+import msgspec
+import psycopg
+from aiokafka import AIOKafkaProducer
 
-from application.bootstrap import bootstrap, open_file_store  # noqa: E402
-from application.contract import EntityStates  # noqa: E402
-from application.database import Database, ensure_database  # noqa: E402
-from application.settings import Settings, load_settings  # noqa: E402
-from domain.deployment import ACTIVE, WorkflowDeployment  # noqa: E402
-from domain.identity import Actor  # noqa: E402
-from interface.kafka.client_config import producer_config  # noqa: E402
-from interface.kafka.relay import PRODUCER_DEFAULTS, Relay, RelayOptions, relay_lag, relay_name  # noqa: E402
-from tests.fixtures.kafka import TansuBroker, free_port, tansu_binary  # noqa: E402
+from application.bootstrap import bootstrap, open_file_store
+from application.contract import EntityStates
+from application.database import Database, ensure_database
+from application.settings import Settings, load_settings
+from domain.deployment import ACTIVE, WorkflowDeployment
+from domain.identity import Actor
+from interface.kafka.client_config import producer_config
+from interface.kafka.relay import (
+    PRODUCER_DEFAULTS,
+    Relay,
+    RelayOptions,
+    relay_lag,
+    relay_name,
+)
+from tests.fixtures.kafka import TansuBroker, free_port, tansu_binary
 
 
 def make_settings(schema: str, broker: TansuBroker, topic: str, data_dir: str) -> Settings:

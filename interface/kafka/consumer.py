@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
 from aiokafka.errors import KafkaError
 from eventsourcing.persistence import IntegrityError, PersistenceError, Tracking
 
@@ -181,7 +186,7 @@ class CatalogConsumer:
                 log.warning("catalog message %s: %s; retrying", event.event_id, error)
             except WorkflowError as error:
                 return f"{type(error).__name__}: {error}"
-            except Exception as error:  # noqa: BLE001 - a bug must not block the partition forever
+            except Exception as error:
                 unexpected += 1
                 log.exception("catalog message %s: unexpected error", event.event_id)
                 if unexpected >= self.options.unexpected_attempts:

@@ -38,7 +38,7 @@ class KafkaLink:
     async def stop(self, timeout: float = 20.0) -> None:
         """Stops both loops: the message in hand is finished or left for the next run."""
         self.stopping.set()
-        done, pending = await asyncio.wait(self.tasks, timeout=timeout) if self.tasks else (set(), set())
+        _done, pending = await asyncio.wait(self.tasks, timeout=timeout) if self.tasks else (set(), set())
         for task in pending:
             task.cancel()
         if pending:

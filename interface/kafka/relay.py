@@ -319,7 +319,7 @@ async def _discard(future: asyncio.Future[Any] | None) -> None:
     if future is not None:
         try:
             await future
-        except Exception:  # noqa: BLE001 - it is read again from the stored position
+        except Exception:  # noqa: BLE001, S110 - it is read again from the stored position
             pass
 
 

@@ -12,7 +12,13 @@ import pytest
 
 from application.contract import event_id
 from interface.kafka.relay import Relay, relay_lag, relay_position
-from tests.integration.kafka_helpers import FAST_RELAY, cloudevents, kafka_settings, read_topic, until
+from tests.integration.kafka_helpers import (
+    FAST_RELAY,
+    cloudevents,
+    kafka_settings,
+    read_topic,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ def deployment_events():
 
 
 def test_a_stored_event_becomes_one_record_keyed_by_its_entity_with_routing_headers():
-    deployment, (created, updated) = deployment_events()
+    deployment, (_created, updated) = deployment_events()
 
     record = outbound_record(7, updated, deployment)
 
