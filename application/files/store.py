@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,12 @@ PARTIAL_SUFFIX = ".partial"
 FILE_MODE = 0o640
 # write_async hands the disk thread this much at a time: few thread hops, bounded memory.
 ASYNC_BATCH = 1024 * 1024
+# ... with at most this many batches received and waiting for the disk.
+ASYNC_DEPTH = 2
+# Chunks at least this large are hashed in another thread while they are written
+# (hashlib and os.write both release the GIL): a write costs max(hash, write), not the sum.
+OVERLAP_MIN = 256 * 1024
+_HASHERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="file-sha256")
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,25 @@ class PosixFileStore:
     async def write_async(
         self, chunks: AsyncIterable[bytes], media_type: str, file_id: UUID | None = None
     ) -> StoredFile:
+        """Receives and writes at the same time: a writer task takes batches of
+        ``ASYNC_BATCH`` bytes to a disk thread while the next batches arrive, with at most
+        ``ASYNC_DEPTH`` batches waiting, so memory stays bounded whatever the file size."""
         partial = await asyncio.to_thread(self._begin, media_type, file_id)
+        batches: asyncio.Queue[bytearray | None] = asyncio.Queue(maxsize=ASYNC_DEPTH)
+
+        async def drain() -> None:
+            while (full := await batches.get()) is not None:
+                await asyncio.to_thread(partial.write, full)
+
+        writer = asyncio.create_task(drain())
+
+        async def hand_over(item: bytearray | None) -> None:
+            put = asyncio.ensure_future(batches.put(item))
+            await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if writer.done():  # before the end, only by failing: raise its error
+                put.cancel()
+                writer.result()
+
         try:
             batch, received = bytearray(), 0
             async for chunk in chunks:
@@ -129,10 +154,15 @@ class PosixFileStore:
                 batch += chunk
                 if len(batch) >= ASYNC_BATCH:
                     full, batch = batch, bytearray()
-                    await asyncio.to_thread(partial.write, full)
-            await asyncio.to_thread(partial.write, batch)
+                    await hand_over(full)
+            await hand_over(batch)
+            await hand_over(None)
+            await writer
             return await asyncio.to_thread(partial.commit)
         finally:
+            if not writer.done():
+                writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
             # Waits for a write still running in its thread; survives a second cancellation.
             await asyncio.shield(asyncio.to_thread(partial.abort))
 
@@ -303,9 +333,17 @@ class _PartialFile:
                 raise RuntimeError("write after commit or abort")
             if self._size + len(chunk) > self._store.max_bytes:
                 raise self._store._too_large()
-            self._hash.update(chunk)
-            with _unavailable_on_os_error("write", self._temp):
-                self._file.write(chunk)
+            if len(chunk) < OVERLAP_MIN:
+                self._hash.update(chunk)
+                with _unavailable_on_os_error("write", self._temp):
+                    self._file.write(chunk)
+            else:
+                hashed = _HASHERS.submit(self._hash.update, chunk)
+                try:
+                    with _unavailable_on_os_error("write", self._temp):
+                        self._file.write(chunk)
+                finally:
+                    hashed.result()  # the chunk is not touched again before this returns
             self._size += len(chunk)
 
     def commit(self) -> StoredFile:
