@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from application.settings import Settings, load_settings
+from domain.errors import Conflict
 from interface.examples import load_example_catalog
 
 log = logging.getLogger("skillbase.workflow.serve")
@@ -50,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_examples(settings: Settings, service: Any) -> None:
     if settings.load_example_catalog and not service.recorder.max_notification_id():
-        skill_id, credential_id = load_example_catalog(service)
+        try:
+            skill_id, credential_id = load_example_catalog(service)
+        except Conflict:
+            # Another replica, started at the same moment on the same empty store, saved the
+            # same skill or credential first. Catalog upserts ignore versions they already
+            # have, so loading again completes what is missing and changes nothing else.
+            skill_id, credential_id = load_example_catalog(service)
         log.info("example catalog loaded", extra={"skill_id": skill_id, "credential_id": credential_id})
 
 
