@@ -176,7 +176,7 @@ class Child:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, ready_timeout: float = 60.0) -> Child:
+    def start(self, ready_timeout: float = 60.0, *, wait: bool = True) -> Child:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [CLI, *self.args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -184,7 +184,7 @@ class Child:
         )
         log.close()
         self.starts += 1
-        if self.port is not None:
+        if self.port is not None and wait:
             self.wait_ready(ready_timeout)
         return self
 

@@ -1,6 +1,6 @@
-"""kill -9 in the middle of a burst: the real service (``serve``), the read-model runners
-(``projections run``) and the Kafka relay (``relay run``) die together while 200 learners
-start and complete concurrently. After a restart every acknowledged command is in the
+"""kill -9 in the middle of a burst: the real service (``serve``, which runs the API, the
+read-model projections and the Kafka relay) dies while 200 learners start and complete
+concurrently. After a restart every acknowledged command is in the
 store, every task state follows from the events, the read models equal a rebuild from
 zero, and every stored event is on the Kafka topic."""
 
@@ -100,9 +100,7 @@ def test_kill_9_mid_burst_loses_nothing(schema_database, tmp_path, children, kaf
                       SKILLBASE_WORKFLOW_KAFKA_OUTPUT_TOPIC=TOPIC,
                       SKILLBASE_WORKFLOW_KAFKA_CATALOG_TOPICS=f"{TOPIC}.catalog",
                       SKILLBASE_WORKFLOW_KAFKA_CONSUMER_GROUP=f"crash-{schema_database.schema}")
-    serve = children(["serve"], env, port).start()
-    projections = children(["projections", "run"], env).start()
-    relay = children(["relay", "run", "--batch-size", "100"], env).start()
+    serve = children(["serve"], env, port).start()  # it runs the projections and the relay too
     with httpx.Client(base_url=serve.url, timeout=30) as client:
         deploy_quick(client)
 
@@ -111,8 +109,7 @@ def test_kill_9_mid_burst_loses_nothing(schema_database, tmp_path, children, kaf
 
     def killer() -> None:
         wait_until(lambda: tally.acknowledged >= KILL_AFTER, 120, 0.005, "enough acknowledgements")
-        for child in (serve, projections, relay):
-            child.kill()
+        serve.kill()
 
     assassin = threading.Thread(target=killer, daemon=True)
     assassin.start()
@@ -121,8 +118,7 @@ def test_kill_9_mid_burst_loses_nothing(schema_database, tmp_path, children, kaf
     killed_at = tally.figures()
     assert tally.unanswered > 0, "the kill came too late to hit commands in flight"
 
-    for child in (serve, projections, relay):
-        child.start()
+    serve.start()
     retry = Tally()
     burst(serve.url, [j for j in journeys if not j.completed], retry)  # the same Idempotency-Keys
     assert retry.unanswered == retry.not_connected == 0 and not retry.refused, retry.figures()
@@ -151,7 +147,7 @@ def test_kill_9_mid_burst_loses_nothing(schema_database, tmp_path, children, kaf
 
     gaps = sorted(set(expected) - seen.keys())
     resent = sum(count - 1 for count in seen.values())
-    record("crashes", fault="kill -9 of serve + projections run + relay run mid-burst", kills=3,
+    record("crashes", fault="kill -9 of serve (API, projections, relay) mid-burst", kills=1,
            commands_before_kill=killed_at, commands_after_restart=retry.figures(),
            acknowledged_total=tally.acknowledged + retry.acknowledged,
            acknowledged_missing_from_store=len(missing), duplicated_instances=len(duplicated),
