@@ -165,3 +165,29 @@ def test_a_large_upload_streams_in_bounded_memory_and_round_trips(served):
             back.update(chunk)
     assert back.hexdigest() == digest.hexdigest()
     assert served.high_water_mark() - before < 24 * MB
+
+
+def test_a_client_that_hangs_up_mid_upload_leaves_nothing_behind(served, app):
+    import socket
+
+    store = open_file_store(served.settings)
+    instance_id = start_instance(served)
+    files_before, partials_before = set(store.list_files()), set(store.partials(timedelta(0)))
+    token = auth(served.settings, *LEARNER)["Authorization"]
+    with socket.create_connection(("127.0.0.1", served.port)) as connection:
+        connection.sendall((f"POST /instances/{instance_id}/files HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            f"Authorization: {token}\r\nContent-Type: video/mp4\r\n"
+                            f"Content-Length: {20 * MB}\r\n\r\n").encode())
+        for _ in range(4):
+            connection.sendall(os.urandom(MB))
+        deadline = time.monotonic() + 30
+        while not (set(store.partials(timedelta(0))) - partials_before):
+            assert time.monotonic() < deadline, "the server never started writing"
+            time.sleep(0.02)
+    deadline = time.monotonic() + 30
+    while set(store.partials(timedelta(0))) - partials_before:  # the server notices and cleans up
+        assert time.monotonic() < deadline, "the partial was left behind"
+        time.sleep(0.05)
+    assert set(store.list_files()) == files_before
+    assert not any(type(e).__name__ == "FileAttached" for e in app.events.get(UUID(instance_id)))
+    assert httpx.get(f"{served.url}/health", timeout=5).status_code == 200  # and it still serves
