@@ -282,9 +282,8 @@ def test_two_concurrent_claims_exactly_one_wins(
             barrier = threading.Barrier(2)
             outcomes: dict[str, object] = {}
 
-            def claim(service: WorkflowService, actor: Actor) -> None:
-                # load first, then wait: both decide on the same version before either saves
-                barrier.wait()
+            def claim(service: WorkflowService, actor: Actor, barrier=barrier, task=task, outcomes=outcomes) -> None:
+                barrier.wait()  # both start together, so both usually decide on the same version
                 try:
                     service.claim_task(actor, task)
                     outcomes[actor.user_id] = "won"

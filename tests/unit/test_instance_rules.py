@@ -9,7 +9,15 @@ import pytest
 
 from domain.errors import Conflict, NotAllowed
 from domain.identity import Actor
-from domain.instance import CANCELLED, COMPLETED, FAILED, FAIL, PASS, RUNNING, WorkflowInstance
+from domain.instance import (
+    CANCELLED,
+    COMPLETED,
+    FAIL,
+    FAILED,
+    PASS,
+    RUNNING,
+    WorkflowInstance,
+)
 
 LEARNER = Actor.of("learner-lin")
 OTHER = Actor.of("learner-sam")
