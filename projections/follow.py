@@ -32,24 +32,49 @@ class Step:
         return self.position >= self.head
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Decoded events of a projection's topics after ``after``, their ids, and the head."""
+
+    after: int
+    events: list[Any]
+    ids: list[int]
+    head: int
+    size: int
+
+    @property
+    def full(self) -> bool:
+        return len(self.ids) == self.size
+
+    @property
+    def next_position(self) -> int:
+        return self.ids[-1] if self.full else max([self.after, self.head, *self.ids[-1:]])
+
+
+def read_batch(cur: psycopg.Cursor[Any], log: EventLog, projection: Projection, after: int, size: int) -> Batch:
+    stored, ids, head = log.read(cur, after, projection.topics(), size)
+    return Batch(after=after, events=log.decode(stored), ids=ids, head=head, size=size)
+
+
 def step(
     conn: psycopg.Connection[Any], log: EventLog, projection: Projection, *, suffix: str = "",
-    batch_size: int = 1000,
+    batch_size: int = 1000, batch: Batch | None = None,
 ) -> Step:
+    """Applies the next batch (read here, or ``batch`` read ahead by the caller)."""
     tracking = positions.tracking_table(projection.name)
     with conn.transaction(), conn.cursor() as cur:
         current = positions.read(cur, tracking, log.schema, suffix, log.application_name)
         if current is None:
             raise positions.PositionMoved(f"{tracking.name} has no position for {log.application_name}")
-        stored, ids, head = log.read(cur, current, projection.topics(), batch_size)
-        handled = apply_batch(cur, projection, log.schema, suffix, log.decode(stored))
-        if len(ids) == batch_size:
-            new = ids[-1]
-        else:
-            new = max([current, head, *ids[-1:]])
+        if batch is None:
+            batch = read_batch(cur, log, projection, current, batch_size)
+        elif batch.after != current:
+            raise positions.PositionMoved(f"{tracking.name}: at {current}, batch read after {batch.after}")
+        handled = apply_batch(cur, projection, log.schema, suffix, batch.events)
+        new = batch.next_position
         if new != current:
             positions.move(cur, tracking, log.schema, suffix, log.application_name, current, new)
-    return Step(read=len(ids), handled=handled, position=new, head=head)
+    return Step(read=len(batch.ids), handled=handled, position=new, head=batch.head)
 
 
 def ensure_tables(conn: psycopg.Connection[Any], log: EventLog, projection: Projection, suffix: str = "",

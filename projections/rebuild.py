@@ -9,8 +9,11 @@ ones, indexes, constraint and tracking row included, into place.
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from projections import position as positions
-from projections.follow import Step, ensure_tables, lock_key, step
+from projections.follow import Batch, Step, ensure_tables, lock_key, read_batch, step
 from projections.log import EventLog
 from projections.projection import Projection
 
@@ -66,10 +69,13 @@ def rebuild(
             raise RebuildBusy(f"a rebuild of {projection.name} is already running")
         drop(conn, event_log, projection, suffix)
         ensure_tables(conn, event_log, projection, suffix, with_indexes=False)
-        while True:
-            result = step(conn, event_log, projection, suffix=suffix, batch_size=batch_size)
+        for batch in _read_ahead(event_log, projection, batch_size):
+            result = step(conn, event_log, projection, suffix=suffix, batch=batch)
             events += result.read
             last = report(result, "replay")
+        while True:  # what arrived meanwhile
+            result = step(conn, event_log, projection, suffix=suffix, batch_size=batch_size)
+            events += result.read
             if result.read < batch_size:
                 break
         with conn.transaction(), conn.cursor() as cur:
@@ -95,6 +101,41 @@ def rebuild(
                 table.drop(cur, event_log.schema)
                 table.rename(cur, event_log.schema, suffix)
         return report(result, "switched")
+
+
+def _read_ahead(event_log: EventLog, projection: Projection, size: int) -> Iterator[Batch]:
+    """Batches from the start of the log, read and decoded by a second thread (on its own
+    connection) while this one writes the previous batch."""
+    batches: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            with event_log.connect(f"skillbase-rebuild-read:{projection.name}") as conn, conn.cursor() as cur:
+                after = 0
+                while not stop.is_set():
+                    batch = read_batch(cur, event_log, projection, after, size)
+                    batches.put(batch)
+                    if not batch.full:
+                        break
+                    after = batch.next_position
+            batches.put(None)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            batches.put(error)
+
+    reader = threading.Thread(target=produce, name=f"rebuild-read-{projection.name}", daemon=True)
+    reader.start()
+    try:
+        while (item := batches.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                batches.get_nowait()
+            reader.join(0.05)
 
 
 def drop(conn: psycopg.Connection[Any], event_log: EventLog, projection: Projection, suffix: str) -> None:
