@@ -30,17 +30,17 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from application.bootstrap import bootstrap  # noqa: E402
-from application.database import Database, ensure_database  # noqa: E402
-from application.queries import inbox  # noqa: E402
-from application.queries.store import ReadStore  # noqa: E402
-from application.settings import load_settings  # noqa: E402
-from domain.identity import Actor  # noqa: E402
-from domain.task import WorkflowTask  # noqa: E402
-from projections.dashboards import Dashboards  # noqa: E402
-from projections.inbox import TaskInbox  # noqa: E402
-from projections.log import EventLog  # noqa: E402
-from projections.rebuild import rebuild  # noqa: E402
+from application.bootstrap import bootstrap
+from application.database import Database, ensure_database
+from application.queries import inbox
+from application.queries.store import ReadStore
+from application.settings import load_settings
+from domain.identity import Actor
+from domain.task import WorkflowTask
+from projections.dashboards import Dashboards
+from projections.inbox import TaskInbox
+from projections.log import EventLog
+from projections.rebuild import rebuild
 
 GROUPS = [f"group-{n:02d}" for n in range(50)]
 

@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from domain.instance import CANCELLED, COMPLETED, DELETED, FAILED, RUNNING, WorkflowInstance
+from domain.instance import (
+    CANCELLED,
+    COMPLETED,
+    DELETED,
+    FAILED,
+    RUNNING,
+    WorkflowInstance,
+)
 from domain.task import CANCELLED as TASK_CANCELLED
 from domain.task import COMPLETED as TASK_COMPLETED
 from domain.task import DELETED as TASK_DELETED

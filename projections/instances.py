@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.instance import CANCELLED, COMPLETED, DELETED, FAILED, RUNNING, WorkflowInstance
+from domain.instance import (
+    CANCELLED,
+    COMPLETED,
+    DELETED,
+    FAILED,
+    RUNNING,
+    WorkflowInstance,
+)
 from projections.projection import Projection, Row, on
 from projections.table import Table
 

@@ -24,7 +24,7 @@ class ProjectionsHandle:
 
     def stop(self, timeout: float = 10.0) -> None:
         for runner in self.runners:
-            runner._stop.set()  # noqa: SLF001 - signal all first, then join each
+            runner._stop.set()
         for runner in self.runners:
             runner.stop(timeout)
 

@@ -10,7 +10,13 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
-from application.contract import CloudEvent, EntityStates, change_of, state_of, to_cloudevent
+from application.contract import (
+    CloudEvent,
+    EntityStates,
+    change_of,
+    state_of,
+    to_cloudevent,
+)
 from domain.errors import InvalidInput, NotFound, Problem
 from domain.identity import SYSTEM_USER
 

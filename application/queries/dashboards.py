@@ -3,7 +3,7 @@ time to complete, open tasks per group, overdue tasks."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import sql
@@ -24,11 +24,11 @@ def dashboard(
     if column is None:
         raise InvalidInput("a dashboard is per credential or per skill",
                            [Problem("scope", "must be 'credential' or 'skill'")])
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if wait_for is not None:
         store.wait_for(PROJECTION, wait_for, timeout)
     with store.cursor() as cur:
-        position = store._position(cur, PROJECTION)  # noqa: SLF001 - read first: a lower bound
+        position = store._position(cur, PROJECTION)
         cur.execute(sql.SQL("SELECT metric, n FROM {} WHERE scope = %s AND scope_id = %s").format(
             store.table("rm_dash_counts")), (scope, scope_id))
         counts = {row["metric"]: row["n"] for row in cur.fetchall()}

@@ -22,7 +22,6 @@ from projections.registry import PROJECTIONS, selected
 from projections.service import start_projections
 from projections.status import status
 
-
 NAMES_HELP = f"one of {', '.join(PROJECTIONS)}; all if none"
 
 

@@ -10,7 +10,12 @@ import pytest
 
 from application.queries import audit
 from domain.errors import NotFound
-from tests.integration.test_read_models_support import ASSESSORS, learner, run_to_end, setup_catalog
+from tests.integration.test_read_models_support import (
+    ASSESSORS,
+    learner,
+    run_to_end,
+    setup_catalog,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +49,7 @@ def test_history_state_at_a_version_or_time_and_the_global_log(app: Any) -> None
     log = audit.global_log(app, after=0, limit=1000)
     assert [event.sequence for event in log] == list(range(1, len(log) + 1))
     mine = [event for event in log if event.subject == f"instance/{instance_id}"]
-    assert [event.type for event in mine][0] == "SKILLBASE_WORKFLOW_INSTANCE_CREATED"
+    assert mine[0].type == "SKILLBASE_WORKFLOW_INSTANCE_CREATED"
     assert "achievement" in mine[-1].data
     assert audit.global_log(app, after=log[-2].sequence, limit=10) == log[-1:]
     assessed = [e for e in history if e["fact"] == "Advanced"][1]["change"]["cause_id"]

@@ -148,11 +148,11 @@ def test_a_lost_connection_is_survived(app: Any) -> None:
         _wait(lambda: runner.is_leader, what="a leader")
         app.start_instance(learner(1), credential)
         wait_caught_up(app, [TaskInbox()])
-        for _attempt in range(2):  # the database drops the runner's session, twice
+        for attempt in range(2):  # the database drops the runner's session, twice
             with event_log.connect("test-admin") as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (runner.backend_pid,))
-            _wait(lambda: runner.errors > _attempt, what="the runner to notice")
-            app.start_instance(learner(2 + _attempt), credential)
+            _wait(lambda n=attempt: runner.errors > n, what="the runner to notice")
+            app.start_instance(learner(2 + attempt), credential)
             wait_caught_up(app, [TaskInbox()])
     finally:
         runner.stop()

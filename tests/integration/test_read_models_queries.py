@@ -13,7 +13,13 @@ from application.queries.store import ReadModelBehind, ReadStore
 from domain.errors import InvalidInput
 from domain.identity import Actor
 from projections.service import start_projections
-from tests.integration.test_read_models_support import ASSESSORS, learner, run_to_end, setup_catalog, submit
+from tests.integration.test_read_models_support import (
+    ASSESSORS,
+    learner,
+    run_to_end,
+    setup_catalog,
+    submit,
+)
 
 pytestmark = pytest.mark.integration
 

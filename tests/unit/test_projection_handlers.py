@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from uuid import uuid4
 
@@ -16,7 +16,7 @@ from projections.dashboards import DASH_INSTANCES, DASH_TASKS, Dashboards
 from projections.inbox import TaskInbox
 from projections.registry import PROJECTIONS
 
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def _event(cls: type, version: int, at: datetime, **fields: object) -> object:
