@@ -232,14 +232,15 @@ class WorkflowApplication(Application[UUID]):
 
     def complete_task(self, actor: Actor, task_id_: UUID, data: Any) -> None:
         task = self.visible_task(actor, task_id_)
+        task.check_can_complete(actor)
         instance = self.get_instance(task.instance_id)
+        if not instance.is_running:
+            raise Conflict(f"the instance is {instance.status}")
         version = self.definition_version(instance.definition_id, instance.definition_version)
         form = version.files.get(task.form) if task.form else None
         data = validate_form(form, data)
         evidence = self._evidence(instance, data)
         task.complete(actor, data, evidence)
-        if not instance.is_running:
-            raise Conflict(f"the instance is {instance.status}")
         step = self.engine.complete_task(
             self._spec_ref(instance.definition_id, version),
             instance.engine_state,

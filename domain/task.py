@@ -187,9 +187,9 @@ class WorkflowTask(Aggregate):
         if assignee != self.assignee:
             self._reassigned(by=actor.user_id, assignee=assignee)
 
-    def complete(
-        self, actor: Actor, data: dict[str, Any], evidence: list[dict[str, Any]] | None = None
-    ) -> None:
+    def check_can_complete(self, actor: Actor) -> None:
+        """The state and permission rules of ``complete``, checked before the form is: a
+        cancelled task is a conflict whatever data comes with it."""
         self._require_open()
         if self.assignee is None:
             if actor.is_member(self.candidate_group):
@@ -197,6 +197,11 @@ class WorkflowTask(Aggregate):
             raise NotAllowed("only the assignee can complete this task")
         if self.assignee != actor.user_id:
             raise NotAllowed("only the assignee can complete this task")
+
+    def complete(
+        self, actor: Actor, data: dict[str, Any], evidence: list[dict[str, Any]] | None = None
+    ) -> None:
+        self.check_can_complete(actor)
         self._completed(by=actor.user_id, data=data, evidence=list(evidence or []))
 
     def cancel(self, reason: str) -> None:

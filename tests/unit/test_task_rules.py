@@ -285,3 +285,15 @@ def test_replaying_the_events_gives_the_same_task() -> None:
     for e in events:
         copy = e.mutate(copy)
     assert copy.__dict__ == task.__dict__
+
+
+def test_a_cancelled_task_is_a_conflict_before_any_form_check() -> None:
+    """Completing a cancelled task answers 409 whatever data comes with it (issue 4)."""
+    task = WorkflowTask(
+        id=uuid4(), instance_id=uuid4(), learner_id="lin", credential_id="c", skill_id="s",
+        engine_task_id="e", element_id="submit", name="Submit", kind="user", candidate_group=None,
+        assignee="lin", form=None, documentation="", due_at=None,
+    )
+    task.cancel("instance cancelled")
+    with pytest.raises(Conflict, match="cancelled"):
+        task.check_can_complete(Actor.of("lin"))
