@@ -10,6 +10,8 @@ PostgreSQL at 127.0.0.1:5432 (database ``test``, a fresh schema per run).
 Baselines, per size:
 - direct write: ``dd bs=1M conv=fsync`` in Python — write 1 MB blocks to a new file on the
   mount, fsync, close: the same durability the store gives an upload;
+- dd+sha256: the same, hashing each block before writing it (``dd | tee >(sha256sum)``): the
+  floor for any write that must know its sha256;
 - direct read: read the file back in 1 MB blocks;
 - store write: ``PosixFileStore.write`` in this process (hashing, partial + link, directory
   fsync), to show what the HTTP layer adds on top of the store.
@@ -164,6 +166,23 @@ def direct_write(directory: Path, data: bytes) -> Path:
     return path
 
 
+def direct_write_hashed(directory: Path, data: bytes) -> Path:
+    """``dd`` piped through ``sha256sum`` in one process: the floor for a write that must know
+    its sha256 (hashed serially, block by block, then written)."""
+    path = directory / f"dd-{uuid.uuid4()}"
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        for block in blocks(data):
+            digest.update(block)
+            os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    digest.hexdigest()
+    return path
+
+
 def direct_read(path: Path) -> None:
     with open(path, "rb", buffering=0) as file:
         while file.read(MB):
@@ -195,12 +214,14 @@ def main() -> int:
                 data = os.urandom(size_mb * MB)
                 sha256 = hashlib.sha256(data).hexdigest()
                 runs: dict[str, list[float]] = {k: [] for k in
-                                                ("direct write", "store write", "API upload", "direct read",
+                                                ("direct write", "dd+sha256", "store write", "API upload",
+                                                 "direct read",
                                                  "API download")}
                 for _ in range(args.repeat):  # interleaved, so drift hits every column alike
                     path: list[Path] = []
                     runs["direct write"].append(timed(lambda: path.append(direct_write(scratch, data))))
                     runs["direct read"].append(timed(lambda: direct_read(path[0])))
+                    runs["dd+sha256"].append(timed(lambda: path.append(direct_write_hashed(scratch, data))))
                     runs["store write"].append(timed(lambda: store.write(blocks(data), "video/mp4")))
                     answer: list[httpx.Response] = []
                     runs["API upload"].append(timed(lambda: answer.append(client.post(
@@ -218,7 +239,8 @@ def main() -> int:
                                 pass
 
                     runs["API download"].append(timed(download))
-                    path[0].unlink()
+                    for written in path:
+                        written.unlink()
                 results[size_mb] = {k: [size_mb / t for t in v] for k, v in runs.items()}
     finally:
         server.close()
@@ -228,11 +250,11 @@ def main() -> int:
 
     print(f"evidence files on {'JuiceFS (throwaway volume, SQLite metadata, local bucket)' if volume else root}; "
           f"medians of {args.repeat} runs, MB/s")
-    print(f"{'size':>6} {'direct write':>13} {'store write':>12} {'API upload':>11} {'upload/direct':>14}"
+    print(f"{'size':>6} {'direct write':>13} {'dd+sha256':>10} {'store write':>12} {'API upload':>11} {'upload/direct':>14}"
           f" {'direct read':>12} {'API download':>13} {'download/direct':>16}")
     for size_mb, runs in results.items():
         m = {k: statistics.median(v) for k, v in runs.items()}
-        print(f"{size_mb:>4}MB {m['direct write']:>13.1f} {m['store write']:>12.1f} {m['API upload']:>11.1f}"
+        print(f"{size_mb:>4}MB {m['direct write']:>13.1f} {m['dd+sha256']:>10.1f} {m['store write']:>12.1f} {m['API upload']:>11.1f}"
               f" {m['API upload'] / m['direct write']:>13.0%} {m['direct read']:>12.1f} {m['API download']:>13.1f}"
               f" {m['API download'] / m['direct read']:>15.0%}")
     return 0
