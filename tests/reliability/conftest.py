@@ -350,3 +350,71 @@ def schema_name() -> str:
 def drop_schema(database: Database) -> None:
     with psycopg.connect(database.conninfo(), autocommit=True, connect_timeout=5) as connection:
         connection.execute(f'DROP SCHEMA IF EXISTS "{database.schema}" CASCADE')
+
+
+# -- a JuiceFS volume of our own, that a test may unmount, kill and mount again ----------
+
+
+@dataclass
+class JuiceFsVolume:
+    base: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def mountpoint(self) -> Path:
+        return self.base / "mnt"
+
+    @property
+    def meta_url(self) -> str:
+        return f"sqlite3://{self.base / 'meta.db'}"
+
+    def format(self) -> None:
+        from tests.fixtures import juicefs
+
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        juicefs._run([str(juicefs.juicefs_binary()), "format", "--no-agent", "--storage", "file",
+                      "--bucket", f"{self.base / 'bucket'}/", "--trash-days", "0", self.meta_url, "reliability"],
+                     "format", self.base / "juicefs.log")
+
+    def mount(self) -> None:
+        from tests.fixtures import juicefs
+
+        with (self.base / "juicefs.log").open("a") as out:
+            self.process = subprocess.Popen(
+                [str(juicefs.juicefs_binary()), "mount", "--no-agent", "--no-usage-report", "--metrics",
+                 "127.0.0.1:0", "--backup-meta", "0", "--cache-dir", str(self.base / "cache"), self.meta_url,
+                 str(self.mountpoint)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=juicefs._die_with_parent,
+            )
+        juicefs._wait_mounted(self.mountpoint, self.process, self.base / "juicefs.log")
+
+    def kill(self) -> None:
+        """The FUSE daemon dies: the mount point answers 'Transport endpoint is not connected'."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def unmount(self) -> None:
+        from tests.fixtures import juicefs
+
+        subprocess.run(["umount", "-l", str(self.mountpoint)], check=False, timeout=30,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.process is not None and self.process.poll() is None:
+            juicefs._unmount(juicefs.juicefs_binary(), self.mountpoint, self.process, self.base / "juicefs.log")
+
+
+@pytest.fixture
+def juicefs_volume(tmp_path: Path) -> Iterator[JuiceFsVolume]:
+    if not os.path.exists("/dev/fuse"):
+        if os.environ.get("SKILLBASE_TEST_REQUIRE_FUSE") == "1":
+            pytest.fail("no /dev/fuse, but this run requires it (SKILLBASE_TEST_REQUIRE_FUSE=1)")
+        pytest.skip("no /dev/fuse: the JuiceFS outage test needs FUSE")
+    volume = JuiceFsVolume(tmp_path / "juicefs")
+    volume.base.mkdir()
+    volume.format()
+    volume.mount()
+    try:
+        yield volume
+    finally:
+        volume.unmount()
