@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     configure_json_logging(args.log_level if args.log_level.upper() != "WARNING" else "INFO")
     app = create_app(settings, on_ready=lambda service: _load_examples(settings, service),
-                     run_projections=True, run_kafka=True)
+                     run_projections=True, run_kafka=True, run_workers=True)
     print(banner(settings), flush=True)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
                 server_header=False)

@@ -50,12 +50,14 @@ def create_app(
     on_ready: Any = None,
     run_projections: bool = False,
     run_kafka: bool = False,
+    run_workers: bool = False,
 ) -> Litestar:
     """The API. ``service``/``database`` are opened from ``settings`` when not given (a
     given service is not closed by the app). ``on_ready(service)`` runs once the service is
     open, before the first request (``serve`` loads the example catalog there).
     ``run_projections`` runs the read-model projections in this process, ``run_kafka`` the
-    Kafka relay and catalog consumer (when Kafka is configured): ``serve`` does both."""
+    Kafka relay and catalog consumer (when Kafka is configured), ``run_workers`` the mail
+    worker and the timer scheduler: ``serve`` does all three."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -81,6 +83,10 @@ def create_app(
                 from interface.kafka.link import start_kafka
 
                 readers.kafka = start_kafka(workflow, settings)
+            if run_workers:
+                from application.workers import start_workers
+
+                readers.workers = start_workers(workflow, settings)
             metrics.watch_log(workflow.recorder.max_notification_id, readers.positions)
             app.state.services = Services(settings=settings, service=workflow, pool=pool,
                                           idempotency=idempotency, metrics=metrics,
@@ -140,6 +146,7 @@ class _Readers:
 
     projections: Any = None
     kafka: Any = None
+    workers: Any = None
 
     def positions(self) -> dict[str, int]:
         found = {}
@@ -151,6 +158,8 @@ class _Readers:
         return found
 
     async def stop(self) -> None:
+        if self.workers is not None:
+            await anyio.to_thread.run_sync(self.workers.stop)
         if self.kafka is not None:
             await self.kafka.stop()
         if self.projections is not None:
