@@ -126,7 +126,8 @@ class Server:
             except httpx.TransportError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                sys.exit("the server did not start")
+                self.process.kill()
+                raise SystemExit("the server did not start")
             time.sleep(0.1)
 
     def close(self) -> None:
@@ -199,9 +200,10 @@ def main() -> int:
     volume = None if args.root else Volume()
     root = args.root or volume.mountpoint
     data_dir = tempfile.mkdtemp(prefix="bench-files-data-")
-    server = Server(root, require_mount=os.path.ismount(root), data_dir=data_dir)
+    server = None
     results: dict[int, dict[str, list[float]]] = {}
     try:
+        server = Server(root, require_mount=os.path.ismount(root), data_dir=data_dir)
         learner = auth(server.settings, *LEARNER)
         started = httpx.post(f"{server.url}/instances", json={"credential_id": CREDENTIAL}, headers=learner)
         started.raise_for_status()
@@ -243,7 +245,8 @@ def main() -> int:
                         written.unlink()
                 results[size_mb] = {k: [size_mb / t for t in v] for k, v in runs.items()}
     finally:
-        server.close()
+        if server is not None:
+            server.close()
         shutil.rmtree(data_dir, ignore_errors=True)
         if volume is not None:
             volume.close()
