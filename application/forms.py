@@ -13,8 +13,9 @@ from functools import lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
+from referencing.exceptions import Unresolvable
 
-from domain.errors import InvalidInput, Problem
+from domain.errors import Conflict, InvalidInput, Problem
 
 FILE_FIELD = re.compile(r"(^|_)files?$")
 MAX_FORM_BYTES = 256 * 1024
@@ -48,7 +49,12 @@ def validate_form(schema_text: str | None, data: Any) -> dict[str, Any]:
     if schema_text is None:
         problems += [Problem(f"$.{key}", "this task has no form: send {}") for key in data]
     else:
-        errors = sorted(_validator(schema_text).iter_errors(data), key=lambda e: e.json_path)
+        try:
+            errors = sorted(_validator(schema_text).iter_errors(data), key=lambda e: e.json_path)
+        except Unresolvable as error:
+            # A form stored before bundles were checked for this: the definition is at fault.
+            raise Conflict(f"this task's form cannot be checked ({error}): an admin must deploy a fixed "
+                           "definition version") from None
         problems += [Problem(_path(error), error.message) for error in errors]
     if problems:
         raise InvalidInput("the form data is not valid", problems)

@@ -17,6 +17,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from lxml import etree
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 from SpiffWorkflow.bpmn.parser.BpmnParser import BpmnValidator
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
 from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
@@ -28,6 +31,7 @@ from domain.errors import BundleInvalid, Problem
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.(bpmn|dmn|json)$")
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
+_FORM_URI = "urn:skillbase:form"
 
 _validator: BpmnValidator | None = None
 
@@ -174,6 +178,7 @@ def _parse_forms(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
             if not isinstance(schema, dict):
                 raise ValueError("a form schema is a JSON object")
             Draft202012Validator.check_schema(schema)
+            _check_references(schema)
         except json.JSONDecodeError as error:
             problems.append(Problem(path=name, message=f"not JSON: {error.msg}", line=error.lineno))
         except SchemaError as error:
@@ -186,6 +191,29 @@ def _parse_forms(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
     if problems:
         raise BundleInvalid("a form file is not a valid JSON Schema", problems)
     return forms
+
+
+def _check_references(schema: dict[str, Any]) -> None:
+    """Every ``$ref`` of a form must resolve inside the form itself. The validator never
+    fetches anything, so a remote or dangling reference would pass here and then make
+    every submission of the task fail (an unresolvable reference raises while validating)."""
+    resolver = Registry().with_resource(_FORM_URI, DRAFT202012.create_resource(schema)).resolver(_FORM_URI)
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                    if not value.startswith("#"):
+                        raise ValueError(f"{key} '{value}': a form may refer only to its own parts ('#/...')")
+                    try:
+                        resolver.lookup(value)
+                    except Unresolvable:
+                        raise ValueError(f"{key} '{value}' does not resolve inside this form") from None
+                else:
+                    stack.append(value)
 
 
 def _element_lines(tree: etree._ElementTree) -> dict[str, int]:
