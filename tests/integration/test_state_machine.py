@@ -154,10 +154,15 @@ class WorkflowMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.tasks)
     @rule(task=indexes, actor=actors, score=st.integers(-5, 105), valid_file=st.booleans(),
-          shape=st.sampled_from(["good", "empty", "junk", "not-a-dict"]))
-    def complete(self, task: int, actor: Actor, score: int, valid_file: bool, shape: str) -> None:
+          shape=st.sampled_from(["good", "empty", "junk", "not-a-dict"]), as_assignee=st.booleans())
+    def complete(self, task: int, actor: Actor, score: int, valid_file: bool, shape: str,
+                 as_assignee: bool) -> None:
         task_id = self.pick(self.tasks, task)
         found = self.app.get_task(task_id)
+        if as_assignee:
+            # State and permission are checked before the form, so bad data only meets the
+            # form check when the assignee sends it.
+            actor = next((a for a in ACTORS if a.user_id == found.assignee), actor)
         if shape == "not-a-dict":
             data: Any = ["x"]
         elif shape == "empty":
