@@ -67,8 +67,33 @@ def restore(specs: tuple[Any, dict[str, Any]], state: dict[str, Any], engine_for
     whole = _copy(state)
     if engine_format != ENGINE_FORMAT:
         whole = _migrated(whole, engine_format)
+    _parents_first(whole)
+    for subprocess in whole.get("subprocesses", {}).values():
+        _parents_first(subprocess)
     whole["spec"], whole["subprocess_specs"] = specs
     return _SERIALIZER.from_dict(whole)
+
+
+def _parents_first(workflow: dict[str, Any]) -> None:
+    """Orders ``tasks`` root first, each parent before its children.
+
+    SpiffWorkflow rebuilds a task's data from its parent's while restoring, in the order of
+    the ``tasks`` mapping: restored out of order, form data silently vanishes. JSON keeps the
+    order it was written in, but nothing about a stored state should depend on key order.
+    """
+    tasks = workflow.get("tasks")
+    root = workflow.get("root")
+    if not tasks or root not in tasks:
+        return
+    ordered, queue = {}, [root]
+    while queue:
+        task_id = queue.pop(0)
+        if task_id in ordered or task_id not in tasks:
+            continue
+        ordered[task_id] = tasks[task_id]
+        queue.extend(tasks[task_id].get("children", []))
+    ordered.update((task_id, task) for task_id, task in tasks.items() if task_id not in ordered)
+    workflow["tasks"] = ordered
 
 
 def _migrated(dct: dict[str, Any], engine_format: str) -> dict[str, Any]:

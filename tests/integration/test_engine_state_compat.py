@@ -136,3 +136,20 @@ def test_a_task_the_engine_is_not_waiting_for_is_a_conflict(stored: tuple[SpecRe
     (submitted,) = [tid for tid, t in state["tasks"].items() if t["task_spec"] == "submit_evidence"]
     with pytest.raises(Conflict):
         call(Engine().complete_task, ref, state, instance["engine_format"], submitted, {})
+
+
+def test_a_stored_state_with_its_tasks_reordered_still_keeps_its_data(
+    stored: tuple[SpecRef, dict[str, Any]],
+) -> None:
+    """A state whose task order was lost (sorted keys, as jsonb or a re-encode would give)
+    still runs to its end with the learner's submission: restore orders tasks itself."""
+    ref, instance = stored
+    state = json.loads(json.dumps(instance["engine_state"], sort_keys=True))
+    state["tasks"] = dict(reversed(list(state["tasks"].items())))
+    engine = Engine()
+    after_assess = complete(engine, ref, state, instance["engine_format"], instance["ready_engine_task_id"],
+                            {"score": 85, "feedback": "Reviewed."})
+    (observe,) = after_assess.ready
+    done = complete(engine, ref, after_assess.engine_state, ENGINE_FORMAT, observe.engine_task_id, {})
+    assert done.outcome == "pass"
+    assert done.data["evidence_files"] == ["0f5c2d3e-4b6a-4c8d-9e0f-1a2b3c4d5e6f"]
