@@ -179,7 +179,9 @@ class WorkflowInstance(Aggregate):
 
     @property
     def data(self) -> dict[str, Any]:
-        """The process data as the engine holds it (form fields of completed tasks)."""
+        """The process data the engine publishes when the process ends; empty while it runs
+        (SpiffWorkflow keeps form data on its tasks until then; the tasks' own ``data``
+        holds each submission)."""
         return dict(self.engine_state.get("data", {}))
 
     def can_view(self, actor: Actor) -> bool:
