@@ -24,7 +24,7 @@ from interface.http.services import Services
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 LOG_POSITION = "Workflow-Log-Position"
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 _fingerprint_encoder = msgspec.json.Encoder(order="sorted")
 _encoder = msgspec.json.Encoder()
 
@@ -65,7 +65,7 @@ async def run_command(
     """Runs ``decide`` once per idempotency key; ``recover`` answers a Conflict that is
     the command's own earlier effect (a retry after the response was lost)."""
     key = request.headers.get(IDEMPOTENCY_KEY)
-    if key is not None and not _KEY.match(key):
+    if key is not None and not KEY_PATTERN.match(key):
         raise InvalidInput(
             "the Idempotency-Key header is not valid",
             [Problem("header:Idempotency-Key", "1 to 255 printable ASCII characters, no spaces")],

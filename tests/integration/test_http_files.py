@@ -317,3 +317,20 @@ def test_the_completed_task_and_the_pass_event_carry_the_evidence(client, app, m
     assert [(e["id"], e["name"], e["media_type"], e["sha256"]) for e in evidence] == [
         (f"urn:skillbase:file:{photo['id']}", "weld.jpg", "image/jpeg", photo["sha256"]),
         (f"urn:skillbase:file:{report['id']}", "report.pdf", "application/pdf", report["sha256"])]
+
+
+def test_an_upload_retried_with_its_idempotency_key_stores_one_file(client, app, mounted):
+    instance_id = start(client, mounted)
+    before = on_disk(mounted)  # the mount is shared by the session's tests
+    photo = b"\xff\xd8\xff the same photo"
+    first = upload(client, mounted, instance_id, photo, **{"Idempotency-Key": "upload-1"})
+    again = upload(client, mounted, instance_id, photo, **{"Idempotency-Key": "upload-1"})
+    other = upload(client, mounted, instance_id, b"\xff\xd8\xff another photo", **{"Idempotency-Key": "upload-1"})
+
+    assert first.status_code == 201, first.text
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert other.status_code == 422 and other.json()["errors"][0]["path"] == "header:Idempotency-Key"
+    attached = [e for e in app.events.get(UUID(instance_id)) if type(e).__name__ == "FileAttached"]
+    assert len(attached) == 1
+    assert on_disk(mounted) - before == {f"{first.json()['id']}.jpg"}

@@ -15,6 +15,7 @@ that another learner's instance exists.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -33,9 +34,12 @@ from litestar.response import Stream
 
 from application.bootstrap import open_file_store
 from application.files.store import PosixFileStore
-from domain.errors import InvalidInput, NotFound, Problem, Unsupported
+from domain.errors import Conflict, InvalidInput, NotFound, Problem, Unsupported
 from domain.identity import Actor
+from domain.ids import command_id
 from interface.http import schemas, views
+from interface.http.commands import KEY_PATTERN
+from interface.http.commands import IDEMPOTENCY_KEY
 from interface.http.openapi import errors
 from interface.http.problems import PROBLEM_JSON, ProblemDetails
 from interface.http.ranges import ByteRange, Unsatisfiable, if_range_allows, parse_range
@@ -91,7 +95,15 @@ class FileController(Controller):
         if request.content_length == 0:
             raise InvalidInput("the file is empty", [Problem("$", "send the file's bytes as the body")])
         name = upload_name(request)
-        stored = await store.write_async(request.stream(), media_type)
+        file_id = _file_id_for(request, actor, instance_id)
+        if file_id is not None:
+            earlier = await services.run(_attached, service, actor, instance_id, file_id)
+            if earlier is not None:
+                return await _replay(request, store, earlier)
+        try:
+            stored = await store.write_async(request.stream(), media_type, file_id)
+        except Conflict:
+            raise Conflict("an upload with this Idempotency-Key is still being written: retry shortly") from None
         try:
             if stored.size == 0:
                 raise InvalidInput("the file is empty", [Problem("$", "send the file's bytes as the body")])
@@ -228,6 +240,42 @@ def _tags(header: str | None) -> set[str]:
     if not header:
         return set()
     return {tag.strip().removeprefix("W/") for tag in header.split(",")}
+
+
+def _file_id_for(request: Request, actor: Actor, instance_id: UUID) -> UUID | None:
+    """With an ``Idempotency-Key``, the file's id follows from it: a retried upload cannot
+    store a second file, and a concurrent twin collides on the id."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return None
+    if not KEY_PATTERN.match(key):
+        raise InvalidInput(
+            "the Idempotency-Key header is not valid",
+            [Problem("header:Idempotency-Key", "1 to 255 printable ASCII characters, no spaces")],
+        )
+    return command_id(f"upload/{actor.user_id}/{instance_id}", key)
+
+
+def _attached(service: Any, actor: Actor, instance_id: UUID, file_id: UUID) -> dict[str, Any] | None:
+    return service.visible_instance(actor, instance_id).files.get(str(file_id))
+
+
+async def _replay(request: Request, store: PosixFileStore, earlier: dict[str, Any]) -> Response[Any]:
+    """The same key again: the same bytes get the stored answer, other bytes a 422."""
+    digest, size = hashlib.sha256(), 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > store.max_bytes:
+            break
+        digest.update(chunk)
+    if size != earlier["size"] or digest.hexdigest() != earlier["sha256"]:
+        raise InvalidInput(
+            "this Idempotency-Key was already used with a different file",
+            [Problem("header:Idempotency-Key", "use a new key for a new upload")],
+        )
+    location = f"/instances/{request.path_params['instance_id']}/files/{earlier['id']}"
+    return Response(views.file_ref(earlier), status_code=201,
+                    headers={"Location": location, "ETag": f'"{earlier["sha256"]}"', "Idempotent-Replayed": "true"})
 
 
 def _delete_quietly(store: PosixFileStore, file_id: UUID, extension: str) -> None:
