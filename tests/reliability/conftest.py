@@ -271,7 +271,7 @@ class ThrowawayPostgres:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
 
     def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off -c max_connections=60"
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off -c max_connections=100"
         self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "-l", str(self.directory / "log"),
                   "-o", options, "start")
 
