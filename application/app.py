@@ -68,7 +68,6 @@ class WorkflowApplication(Application[UUID]):
     name = "SkillbaseWorkflow"
     env = {  # noqa: RUF012 - eventsourcing reads this class attribute
         "COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor",
-        "AGGREGATE_CACHE_MAXSIZE": "0",
     }
 
     def __init__(
