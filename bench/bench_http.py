@@ -168,6 +168,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", type=int, default=40, help="complete processes per concurrency level")
     parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--api-only", action="store_true",
+                        help="serve --api-only, with the projections in a process of their own")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
 
@@ -183,8 +185,10 @@ def main() -> None:
            "SKILLBASE_WORKFLOW_HTTP_PORT": str(port), "SKILLBASE_WORKFLOW_KAFKA_BOOTSTRAP_SERVERS": "",
            "SKILLBASE_WORKFLOW_DATABASE_POOL_SIZE": "16"}
     settings = load_settings({k: v for k, v in env.items() if k.startswith("SKILLBASE_WORKFLOW_")})
-    server = subprocess.Popen([sys.executable, "-m", "interface.cli", "--log-level", "ERROR", "serve"], cwd=ROOT,
+    serve = ["serve", "--api-only"] if args.api_only else ["serve"]
+    server = subprocess.Popen([sys.executable, "-m", "interface.cli", "--log-level", "ERROR", *serve], cwd=ROOT,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    readers = None
     url = f"http://127.0.0.1:{port}"
     service = None
     try:
@@ -197,6 +201,11 @@ def main() -> None:
                 time.sleep(0.2)
         service = bootstrap(settings)
         files = open_file_store(settings)
+        if args.api_only:
+            readers = subprocess.Popen([sys.executable, "-m", "interface.cli", "--log-level", "ERROR",
+                                        "projections", "run"], cwd=ROOT, env=env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(f"layout: {'serve --api-only + projections run' if args.api_only else 'serve (all roles in one process)'}")
 
         def attach(headers: dict[str, str], instance: str) -> str:
             import jwt
@@ -237,8 +246,10 @@ def main() -> None:
     finally:
         if service is not None:
             service.close()
-        server.terminate()
-        server.wait(20)
+        for process in (server, readers):
+            if process is not None:
+                process.terminate()
+                process.wait(20)
         with psycopg.connect(database.conninfo(), autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 

@@ -29,6 +29,11 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("serve", help="run the HTTP API")
     parser.add_argument("--host", help="overrides SKILLBASE_WORKFLOW_HTTP_HOST")
     parser.add_argument("--port", type=int, help="overrides SKILLBASE_WORKFLOW_HTTP_PORT")
+    parser.add_argument(
+        "--api-only", action="store_true",
+        help="serve the HTTP API alone; run 'projections run', 'mail run', 'timers run', "
+        "'relay run' and 'catalog consume' as processes of their own",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -42,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     configure_json_logging(args.log_level if args.log_level.upper() != "WARNING" else "INFO")
     app = create_app(settings, on_ready=lambda service: _load_examples(settings, service),
-                     run_projections=True, run_kafka=True, run_workers=True)
+                     run_projections=not args.api_only, run_kafka=not args.api_only,
+                     run_workers=not args.api_only)
     print(banner(settings), flush=True)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
                 server_header=False)
