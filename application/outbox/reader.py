@@ -8,12 +8,13 @@ rows) rebuilds it from the first event.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 from application.outbox.tables import POSITIONS, ensure_tables, q
 
 
-class TrackedReader:
+class TrackedReader(ABC):
     name = ""
     topics: tuple[str, ...] = ()
 
@@ -23,9 +24,9 @@ class TrackedReader:
         self.batch_size = batch_size
         ensure_tables(self.datastore)
 
+    @abstractmethod
     def handle(self, curs: Any, domain_event: Any, notification: Any) -> None:
         """Applies one event to the reader's rows, inside the batch's transaction."""
-        raise NotImplementedError
 
     def catch_up(self) -> int:
         """Reads every event recorded so far; returns how many it applied."""
