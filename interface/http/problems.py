@@ -138,9 +138,14 @@ def _validation(request: Request, error: ValidationException) -> Response[Proble
         if any(e.get("key") == "data" and e.get("message") == "'data'" for e in body_errors):
             return problem(request, 400, "the request needs a JSON body")
         return problem(request, 422, "the request body is not valid", field_errors=fields)
-    fields = [FieldProblem(f"{e.get('source', 'request')}:{e.get('key', '')}", _message(e))
+    fields = [FieldProblem(f"{_source(e.get('source', 'request'))}:{e.get('key', '')}", _message(e))
               for e in extra if isinstance(e, dict)]
     return problem(request, 400, "the request parameters are not valid", field_errors=fields or None)
+
+
+def _source(source: Any) -> str:
+    """``ParamType.QUERY`` -> ``query``: the part of the request a parameter came from."""
+    return str(getattr(source, "value", source))
 
 
 def _json_path(key: Any) -> str:
@@ -172,6 +177,9 @@ def handle(request: Request, error: Exception) -> Response[ProblemDetails]:
         return _validation(request, error)
     if isinstance(error, HTTPException):
         return _http(request, error)
+    if isinstance(error, _UNDECODABLE_BODY) or isinstance(error.__cause__, _UNDECODABLE_BODY):
+        # Nested too deep for the decoder, or not UTF-8: the body is not usable JSON.
+        return problem(request, 400, "the body is not valid JSON: not UTF-8, or nested too deeply")
     if isinstance(error, _UNAVAILABLE) or isinstance(error.__cause__, _UNAVAILABLE):
         log.warning("database unavailable: %s", type(error).__name__)
         return problem(request, 503, "the database is not answering: retry shortly",
@@ -180,5 +188,6 @@ def handle(request: Request, error: Exception) -> Response[ProblemDetails]:
     return problem(request, 500, "the service failed to handle this request")
 
 
+_UNDECODABLE_BODY = (RecursionError, UnicodeDecodeError, msgspec.DecodeError)
 EXCEPTION_HANDLERS = {Exception: handle}
 RESPONSE_MEDIA_TYPE = MediaType.JSON

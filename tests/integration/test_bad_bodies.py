@@ -1,0 +1,38 @@
+"""Bodies the JSON decoder cannot take are a 400 problem, never a 500 (issues 4 and 8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from interface.examples import load_example_catalog
+from interface.http.testing import api_client, auth
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(app: Any, settings: Any, schema_database: Any) -> Any:
+    load_example_catalog(app)
+    with api_client(settings, app, schema_database) as client:
+        yield client
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,                     # deeper than the decoder recurses
+    b'{"credential_id": "\xff\xfe"}',                    # not UTF-8
+    b'{"credential_id": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+])
+def test_an_undecodable_body_is_a_400_problem(client: Any, settings: Any, body: bytes) -> None:
+    response = client.post("/instances", content=body, headers={
+        **auth(settings, "learner-lin"), "Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["status"] == 400
+
+
+def test_a_bad_query_parameter_names_where_it_came_from(client: Any, settings: Any) -> None:
+    response = client.get("/instances?limit=-1", headers=auth(settings, "learner-lin"))
+    assert response.status_code in (400, 422), response.text
+    assert any(error["path"].startswith("query:") for error in response.json()["errors"])
