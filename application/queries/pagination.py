@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,15 +48,69 @@ def decode_cursor(kind: str, cursor: str | None, size: int) -> list[Any] | None:
     except (ValueError, TypeError):
         decoded = None
     if not isinstance(decoded, list) or len(decoded) != size + 1 or decoded[0] != kind:
-        raise InvalidInput("the cursor does not belong to this list", [Problem("cursor", "invalid cursor")])
+        raise _invalid_cursor()
     return decoded[1:]
+
+
+def _timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return datetime.fromisoformat(value)
+
+
+def _uuid(value: Any) -> UUID:
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return UUID(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise ValueError(value)
+    return value
+
+
+def _integer(bits: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+            raise ValueError(value)
+        return value
+    return parse
+
+
+_CURSOR_VALUES: dict[str, Callable[[Any], Any]] = {
+    "timestamptz": _timestamp, "uuid": _uuid, "text": _text, "int": _integer(32), "integer": _integer(32),
+    "bigint": _integer(64),
+}
+"""How a cursor value is read back for each column type a list sorts by: a client can
+send any JSON, and only a value of the column's type may reach the query (else a 422)."""
+
+
+def _cursor_values(columns: Sequence[tuple[str, str]], values: Sequence[Any]) -> list[Any]:
+    if len(values) != len(columns):
+        raise _invalid_cursor()
+    parsed = []
+    for (_name, kind), value in zip(columns, values, strict=True):
+        try:
+            parsed.append(_CURSOR_VALUES[kind](value))
+        except (ValueError, TypeError, OverflowError):
+            raise _invalid_cursor() from None
+    return parsed
+
+
+def _invalid_cursor() -> InvalidInput:
+    return InvalidInput("the cursor does not belong to this list", [Problem("cursor", "invalid cursor")])
 
 
 def after(columns: Sequence[tuple[str, str]], values: Sequence[Any] | None, *, descending: bool = False,
           alias: str = "") -> tuple[sql.Composable, list[Any]]:
-    """``AND (a, b) > (%s::t, %s::t)``: the rows after the cursor in the sort order."""
+    """``AND (a, b) > (%s::t, %s::t)``: the rows after the cursor in the sort order.
+
+    Each cursor value must be of its column's type (an ISO timestamp, a UUID, a string, an
+    integer; never null), else the cursor is invalid: a 422, not a database error."""
     if values is None:
         return sql.SQL(""), []
+    values = _cursor_values(columns, values)
     prefix = f"{alias}." if alias else ""
     left = sql.SQL(", ").join(sql.SQL(prefix) + sql.Identifier(name) for name, _kind in columns)
     right = sql.SQL(", ").join(sql.SQL("%s::" + kind) for _name, kind in columns)

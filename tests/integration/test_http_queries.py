@@ -3,6 +3,8 @@ definitions, deployments, dashboards; cursor pages; read-your-writes with wait_f
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,3 +86,18 @@ def test_admins_list_definitions_deployments_and_dashboards(client: Any, app: An
     assert board["instances_by_status"].get("running") == 1 and board["open_tasks_by_group"] == {"assessor": 1}
     assert client.get("/dashboard", headers=admin).status_code == 422
     assert client.get("/definitions", headers=auth(settings, *LEARNER)).status_code == 403
+
+
+def _crafted(*values: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("values", [("garbage", "x"), ({"a": 1}, [1]), (None, None)], ids=repr)
+def test_a_crafted_cursor_is_a_422_on_every_list(client: Any, settings: Any, values: tuple[Any, Any]) -> None:
+    admin = auth(settings, *ADMIN)
+    lists = [("/tasks", {}, "inbox"), ("/tasks", {"inbox": "all"}, "tasks"), ("/instances", {}, "instances"),
+             ("/definitions", {}, "definitions"), ("/deployments", {}, "deployments")]
+    for path, params, kind in lists:
+        answer = client.get(path, params={**params, "cursor": _crafted(kind, *values)}, headers=admin)
+        assert answer.status_code == 422, (path, params, answer.text)
+        assert answer.json()["errors"] == [{"path": "cursor", "message": "invalid cursor"}]

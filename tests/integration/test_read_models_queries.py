@@ -3,6 +3,8 @@ instances, dashboards, catalog, achievements."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,3 +121,49 @@ def test_instances_dashboards_catalog_and_achievements(app: Any, running: Any) -
     passes = achievements.achievements(store, learner(0).user_id, wait_for=head)
     assert [row["id"] for row in passes.items] == [started[0]] and passes.extra["total"] == 1
     assert achievements.pass_count(store, learner(2).user_id) == 0
+
+
+def _crafted(kind: str, *values: Any) -> str:
+    raw = json.dumps([kind, *values]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# Each list with its cursor kind and a cursor of the right shape but the wrong types: a
+# string that is no timestamp, objects and arrays, nulls, booleans for integers.
+_LISTS: list[tuple[str, Any]] = [
+    ("instances", lambda store, cursor: instances.list_instances(store, cursor=cursor)),
+    ("inbox", lambda store, cursor: inbox.inbox(store, "someone", ["assessor"], cursor=cursor)),
+    ("inbox", lambda store, cursor: inbox.my_tasks(store, "someone", cursor=cursor)),
+    ("tasks", lambda store, cursor: inbox.tasks(store, cursor=cursor)),
+    ("completed", lambda store, cursor: inbox.completed_by(store, "someone", cursor=cursor)),
+    ("definitions", lambda store, cursor: catalog.definitions(store, cursor=cursor)),
+    ("deployments", lambda store, cursor: catalog.deployments(store, cursor=cursor)),
+    ("achievements", lambda store, cursor: achievements.achievements(store, "someone", cursor=cursor)),
+]
+_BAD_VALUES = [("garbage", "x"), ({"a": 1}, [1]), (None, None), (True, 1), ("2024-01-01T00:00:00+00:00", "x"),
+               ("a\x00b", "6b1f0d52-8a0e-5c43-9e5d-2f1c7d0b9a12")]
+
+
+@pytest.mark.parametrize("values", _BAD_VALUES, ids=repr)
+def test_a_crafted_cursor_is_invalid_input_on_every_list(app: Any, running: Any, values: tuple[Any, Any]) -> None:
+    store = ReadStore.of(app)
+    setup_catalog(app)
+    for projection in ("instances", "task_inbox", "catalog", "achievements"):
+        store.wait_for(projection, app.recorder.max_notification_id(), timeout=5)
+    for kind, read in _LISTS:
+        with pytest.raises(InvalidInput) as raised:
+            read(store, _crafted(kind, *values))
+        assert [(p.path, p.message) for p in raised.value.problems] == [("cursor", "invalid cursor")], kind
+
+
+def test_a_cursor_of_the_right_types_still_pages(app: Any, running: Any) -> None:
+    store = ReadStore.of(app)
+    _skill, credential = setup_catalog(app)
+    started = [app.start_instance(learner(number), credential) for number in range(3)]
+    head = app.recorder.max_notification_id()
+    first = instances.list_instances(store, limit=2, wait_for=head)
+    rest = instances.list_instances(store, limit=2, cursor=first.next_cursor)
+    assert {row["id"] for row in first.items + rest.items} == set(started)
+    braces = _crafted("instances", first.items[-1]["started_at"].isoformat(), "{%s}" % first.items[-1]["id"])
+    assert [row["id"] for row in instances.list_instances(store, limit=2, cursor=braces).items] == \
+        [row["id"] for row in rest.items]
