@@ -13,12 +13,14 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import Conflict, NotAllowed
+from domain.errors import Conflict, InvalidInput, NotAllowed, Problem
 from domain.event_types import Change, Entity, aggregate_topic, event_type, stored_topic
 from domain.identity import Actor
 
 OPEN, COMPLETED, CANCELLED, DELETED = "open", "completed", "cancelled", "deleted"
 USER_TASK, MANUAL_TASK = "user", "manual"
+# Nobody assesses their own credential, whatever groups they are in.
+OWN_WORK = "a learner cannot work on the group tasks of their own instance"
 
 
 def _topic(fact: str) -> str:
@@ -162,6 +164,8 @@ class WorkflowTask(Aggregate):
             return
         if self.is_learner_task:
             raise NotAllowed("this task belongs to the learner and cannot be claimed")
+        if actor.user_id == self.learner_id:
+            raise NotAllowed(OWN_WORK)
         if not actor.is_member(self.candidate_group):
             raise NotAllowed(f"only members of group '{self.candidate_group}' can claim this task")
         if self.assignee is not None:
@@ -182,8 +186,10 @@ class WorkflowTask(Aggregate):
         if not actor.is_admin:
             raise NotAllowed("only an admin can reassign a task")
         self._require_open()
-        if not assignee.strip():
-            raise Conflict("the new assignee must be a user id")
+        if not isinstance(assignee, str) or not assignee.strip():
+            raise InvalidInput("the new assignee must be a user id", [Problem("$.assignee", "a non-empty user id")])
+        if not self.is_learner_task and assignee == self.learner_id:
+            raise NotAllowed(OWN_WORK)
         if assignee != self.assignee:
             self._reassigned(by=actor.user_id, assignee=assignee)
 
@@ -191,6 +197,8 @@ class WorkflowTask(Aggregate):
         """The state and permission rules of ``complete``, checked before the form is: a
         cancelled task is a conflict whatever data comes with it."""
         self._require_open()
+        if not self.is_learner_task and actor.user_id == self.learner_id:
+            raise NotAllowed(OWN_WORK)
         if self.assignee is None:
             if actor.is_member(self.candidate_group):
                 raise Conflict("claim the task before completing it")

@@ -12,7 +12,7 @@ from uuid import uuid4
 import pytest
 
 from application.service import WorkflowService
-from domain.errors import Conflict, NotAllowed
+from domain.errors import Conflict, InvalidInput, NotAllowed
 from domain.identity import Actor
 from domain.task import CANCELLED, COMPLETED, OPEN, WorkflowTask
 from interface.examples import load_example_catalog
@@ -262,8 +262,10 @@ def test_only_an_admin_reassigns() -> None:
 
 def test_reassigning_to_a_blank_user_is_refused() -> None:
     task = make_task()
-    with pytest.raises(Conflict):
+    with pytest.raises(InvalidInput):  # bad input (422), not a state conflict
         task.reassign(ADMIN, "  ")
+    with pytest.raises(InvalidInput):
+        task.reassign(ADMIN, None)  # type: ignore[arg-type]
     assert task.assignee is None
 
 
@@ -297,3 +299,30 @@ def test_a_cancelled_task_is_a_conflict_before_any_form_check() -> None:
     task.cancel("instance cancelled")
     with pytest.raises(Conflict, match="cancelled"):
         task.check_can_complete(Actor.of("lin"))
+
+
+def _group_task_of(learner: str) -> WorkflowTask:
+    return WorkflowTask(
+        id=uuid4(), instance_id=uuid4(), learner_id=learner, credential_id="c", skill_id="s",
+        engine_task_id="e", element_id="assess_evidence", name="Assess", kind="user",
+        candidate_group="assessor", assignee=None, form=None, documentation="", due_at=None,
+    )
+
+
+def test_a_learner_in_the_assessor_group_cannot_assess_their_own_credential() -> None:
+    task = _group_task_of("ada")
+    ada_who_also_assesses = Actor.of("ada", "Assessor")
+    with pytest.raises(NotAllowed, match="own instance"):
+        task.claim(ada_who_also_assesses)
+    with pytest.raises(NotAllowed, match="own instance"):
+        task.reassign(Actor.of("root", "admin"), "ada")
+    task.reassign(Actor.of("root", "admin"), "ben")
+    task.reassign(Actor.of("root", "admin"), "ben")  # no change, no event
+    assert [type(e).__name__ for e in task.collect_events()] == ["Created", "Reassigned"]
+
+
+def test_a_learner_cannot_complete_a_group_task_of_their_own_instance_even_if_assigned() -> None:
+    task = _group_task_of("ada")
+    task._reassigned(by="root", assignee="ada")  # as an old store might hold it
+    with pytest.raises(NotAllowed, match="own instance"):
+        task.check_can_complete(Actor.of("ada", "assessor"))
