@@ -9,6 +9,13 @@ ends. Each round:
 3. on failure, schedules the next attempt with backoff; after ``MAX_ATTEMPTS`` (or at once
    for a permanent failure) records an incident on the instance.
 
+One bad row never stops the others: any unexpected exception while loading, composing or
+sending one email (a bug, a value no one foresaw) is logged without its message (which may
+hold addresses) and handled as a permanent failure: an incident, and the row is not
+retried until an admin retries the incident. Only losing the database ends a round early
+(``_INFRASTRUCTURE``), and so does a failure to record ``EmailSent`` after the SMTP server
+accepted the email: the next round resends it with the same ``Message-ID`` (see below).
+
 Exactly once, and its limit (ADR 0007): an email counts as sent when ``EmailSent`` is
 stored. If the process dies after the SMTP server accepted it and before that event is
 stored, the next worker sends it again with the same ``Message-ID`` (derived from the
@@ -21,13 +28,15 @@ import asyncio
 import logging
 import re
 import threading
+import traceback
 from datetime import timedelta
 from typing import Any
 
 import psycopg
+from eventsourcing import persistence
 
 from application.mail import MAX_ATTEMPTS, MailDeliveryFailed, MailTemplates, SmtpSender, backoff_delay
-from application.mail.compose import compose, recipients
+from application.mail.compose import address_problem, compose, recipients
 from application.outbox.email_outbox import DROPPED, INCIDENT, PENDING, SENT, EmailOutbox
 from application.outbox.tables import OUTBOX, q
 from application.settings import Settings
@@ -38,6 +47,9 @@ log = logging.getLogger(__name__)
 
 EMAIL_INCIDENT = "email"
 _ADDRESS = re.compile(r"[^\s<>:;,'\"]+@[^\s<>:;,'\"]+")
+# The database (or its connection) is gone: the round ends, no email is blamed for it.
+_INFRASTRUCTURE = (psycopg.OperationalError, psycopg.InterfaceError,
+                   persistence.OperationalError, persistence.InterfaceError)
 
 
 def redacted(reason: str) -> str:
@@ -142,18 +154,23 @@ class MailWorker:
 
     def _deliver(self, row: dict[str, Any]) -> int:
         event_id, index, instance_id = str(row["event_id"]), row["idx"], row["instance_id"]
-        instance = self.service.get_instance(instance_id)
-        if instance.email_sent(event_id, index) is not None:
-            self._set(row, status=SENT)
-            return 0
-        if instance.status == DELETED:
-            self._set(row, status=DROPPED)
-            return 0
         try:
+            instance = self.service.get_instance(instance_id)
+            if instance.email_sent(event_id, index) is not None:
+                self._set(row, status=SENT)
+                return 0
+            if instance.status == DELETED:
+                self._set(row, status=DROPPED)
+                return 0
             email = self._compose(row, instance)
             asyncio.run(self.sender.send(email, self.service.clock()))
         except MailDeliveryFailed as failure:
             self._failed(row, failure)
+            return 0
+        except _INFRASTRUCTURE:
+            raise
+        except Exception as error:  # a poison row: set it aside, go on with the next one
+            self._failed(row, self._unexpected(row, error))
             return 0
         self.service.record_email_sent(instance_id, event_id=event_id, index=index, message_id=row["message_id"])
         self._set(row, status=SENT)
@@ -170,7 +187,8 @@ class MailWorker:
             task = self.service.get_task(row["originator_id"])
         context = {
             "credential_name": definition.name,
-            "learner_email": instance.user_email or "",
+            # shown in emails to others (assessors): only when it is one clean address
+            "learner_email": "" if address_problem(instance.user_email or "") else instance.user_email,
             "learner_id": instance.user_id,
             "instance_id": str(instance.id),
             "outcome": instance.result,
@@ -180,20 +198,39 @@ class MailWorker:
         }
         return compose(self.templates, message_id=row["message_id"], payload=payload, to=to, context=context)
 
+    @staticmethod
+    def _unexpected(row: dict[str, Any], error: Exception) -> MailDeliveryFailed:
+        """A permanent failure for an exception no one expected. Its message may carry an
+        address or a secret, so only its type and where it was raised are kept."""
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+        reason = f"unexpected {type(error).__name__}{where} while sending; not retried until an admin retries"
+        log.error("email %s of instance %s: %s", row["message_id"], row["instance_id"], reason)
+        return MailDeliveryFailed(reason, permanent=True)
+
     def _failed(self, row: dict[str, Any], failure: MailDeliveryFailed) -> None:
         attempts = row["attempts"] + 1
         if failure.permanent or attempts >= MAX_ATTEMPTS:
-            log.warning("email %s failed for good after %d attempt(s): %s", row["message_id"], attempts, failure.reason)
-            self.service.raise_incident(
-                row["instance_id"], incident_id=row["incident_id"], kind=EMAIL_INCIDENT,
-                subject={"event_id": str(row["event_id"]), "index": row["idx"], "message_id": row["message_id"],
-                         "template": (row["payload"] or {}).get("template")},
-                reason=redacted(failure.reason), attempts=attempts,
-            )
+            log.warning("email %s failed for good after %d attempt(s): %s", row["message_id"], attempts,
+                        redacted(failure.reason))
+            payload = row["payload"] if isinstance(row["payload"], dict) else {}
+            try:
+                self.service.raise_incident(
+                    row["instance_id"], incident_id=row["incident_id"], kind=EMAIL_INCIDENT,
+                    subject={"event_id": str(row["event_id"]), "index": row["idx"], "message_id": row["message_id"],
+                             "template": payload.get("template")},
+                    reason=redacted(failure.reason), attempts=attempts,
+                )
+            except _INFRASTRUCTURE:
+                raise
+            except Exception as error:  # the instance itself is broken: still set the row aside
+                log.error("email %s: the incident could not be recorded (%s); the row is set aside",
+                          row["message_id"], type(error).__name__)
             self._set(row, status=INCIDENT, attempts=attempts, last_error=failure.reason)
             return
         retry_at = self.service.clock() + timedelta(seconds=backoff_delay(attempts))
-        log.info("email %s attempt %d failed (%s); next at %s", row["message_id"], attempts, failure.reason, retry_at)
+        log.info("email %s attempt %d failed (%s); next at %s", row["message_id"], attempts, redacted(failure.reason),
+                 retry_at)
         self._set(row, attempts=attempts, next_attempt_at=retry_at, last_error=failure.reason)
 
     def _set(self, row: dict[str, Any], **values: Any) -> None:

@@ -5,12 +5,16 @@ Recipients (DESIGN.md, issue 7):
 - ``to_group: <group>`` -> the address configured for the group (``group_addresses``);
 - ``to: <address>`` -> only when the definition version's author is an admin.
 
-Anything that cannot be resolved is a *permanent* failure: retrying will not fix it, an
-admin must (the worker raises an incident at once).
+Every address, wherever it comes from (token, settings, definition), must be one address:
+no control characters (CR/LF would inject headers such as ``Bcc``) and exactly one ``@``.
+Anything that cannot be resolved, or is refused, is a *permanent* failure: retrying will
+not fix it, an admin must (the worker raises an incident at once). Reasons never repeat a
+refused address: they end up in published incidents.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from email.utils import parseaddr
 from typing import Any
@@ -24,6 +28,30 @@ from domain.identity import group_key
 LEARNER = "learner"
 
 
+def address_problem(address: str) -> str | None:
+    """Why ``address`` is not one usable email address, or None when it is.
+
+    ``Name <local@domain>`` is accepted; control characters (C0, DEL, C1, line and
+    paragraph separators), whitespace inside the address, and anything but exactly one
+    ``@`` with text on both sides are not.
+    """
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in address):
+        return "it contains control characters"
+    if address.count("@") != 1:
+        return "it does not have exactly one '@'"
+    local, _, domain = parseaddr(address)[1].partition("@")
+    if not local or not domain or any(char.isspace() for char in local + domain):
+        return "it is not an email address"
+    return None
+
+
+def _checked(address: str, what: str) -> str:
+    problem = address_problem(address)
+    if problem:
+        raise MailDeliveryFailed(f"{what} is refused: {problem}", permanent=True)
+    return address
+
+
 def recipients(
     payload: Any, *, learner_email: str | None, group_addresses: Mapping[str, str], literal_allowed: bool
 ) -> tuple[str, ...]:
@@ -34,19 +62,17 @@ def recipients(
         address = group_addresses.get(group_key(str(group)))
         if not address:
             raise MailDeliveryFailed(f"no address is configured for group {group!r}", permanent=True)
-        return (address,)
+        return (_checked(address, f"the address configured for group {group!r}"),)
     if to == LEARNER:
         if not learner_email:
             raise MailDeliveryFailed("the learner's token carried no email address", permanent=True)
-        return (learner_email,)
+        return (_checked(learner_email, "the learner's email address"),)
     if isinstance(to, str) and to:
         if not literal_allowed:
             raise MailDeliveryFailed(
                 "a literal recipient address is allowed only in definitions added by an admin", permanent=True
             )
-        if "@" not in parseaddr(to)[1]:
-            raise MailDeliveryFailed(f"{to!r} is not an email address", permanent=True)
-        return (to,)
+        return (_checked(to, "the literal recipient address"),)
     raise MailDeliveryFailed("an email message names 'to' or 'to_group'", permanent=True)
 
 

@@ -55,14 +55,14 @@ def worker(service, mail_settings):
     found.release()
 
 
-def run_process(app: WorkflowService, settings: Any, score: int) -> UUID:
-    _skill, credential_id = load_example_catalog(app)
-    instance_id = app.start_instance(LIN, credential_id)
+def run_process(app: WorkflowService, settings: Any, score: int, learner: Actor = LIN) -> UUID:
+    credential_id = _example_credential(app)
+    instance_id = app.start_instance(learner, credential_id)
     stored = open_file_store(settings).write([b"weld notes\n"], "text/plain")
-    app.attach_file(LIN, instance_id, file_id=stored.file_id, extension=stored.extension,
+    app.attach_file(learner, instance_id, file_id=stored.file_id, extension=stored.extension,
                     media_type=stored.media_type, size=stored.size, sha256=stored.sha256, name="notes.txt")
     (submit,) = app.get_instance(instance_id).open_tasks
-    app.complete_task(LIN, submit, {"statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [str(stored.file_id)]})
+    app.complete_task(learner, submit, {"statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [str(stored.file_id)]})
     (assess,) = app.get_instance(instance_id).open_tasks
     app.claim_task(ADA, assess)
     app.complete_task(ADA, assess, {"score": score, "feedback": "Seen."})
@@ -70,6 +70,13 @@ def run_process(app: WorkflowService, settings: Any, score: int) -> UUID:
     app.claim_task(ADA, observe)
     app.complete_task(ADA, observe, {})
     return instance_id
+
+
+def _example_credential(app: WorkflowService) -> str:
+    """The example credential, loaded on first use (a second process reuses it)."""
+    if not hasattr(app, "_example_credential_id"):
+        app._example_credential_id = load_example_catalog(app)[1]
+    return app._example_credential_id
 
 
 def email_events(app: WorkflowService, instance_id: UUID) -> list[tuple[str, int]]:

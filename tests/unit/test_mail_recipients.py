@@ -53,3 +53,20 @@ def test_an_unknown_template_is_a_permanent_failure():
 def test_the_system_and_recorded_admins_author_definitions():
     assert author_is_admin(SYSTEM_USER) and author_is_admin("root")
     assert not author_is_admin("")
+
+
+@pytest.mark.parametrize("address", [
+    "lin@example.org\r\nBcc: x@evil.example", "lin@example.org\n", "lin\x00@example.org", "lin@exa\tmple.org",
+    "lin@example.org\x7f", "lin@example.org\u0085", "lin.example.org", "a@b@example.org", "a@x.org, b@y.org",
+])
+def test_an_address_with_control_characters_or_not_one_at_sign_is_refused_for_good(address):
+    for payload, kwargs in (({"template": "t", "to": "learner"}, {"learner_email": address}),
+                            ({"template": "t", "to": address}, {"literal_allowed": True})):
+        with pytest.raises(MailDeliveryFailed) as refused:
+            resolve(payload, **kwargs)
+        assert refused.value.permanent
+        assert "evil" not in refused.value.reason
+    with pytest.raises(MailDeliveryFailed) as refused:
+        recipients({"template": "t", "to_group": "ops"}, learner_email=None, group_addresses={"ops": address},
+                   literal_allowed=False)
+    assert refused.value.permanent

@@ -1,0 +1,93 @@
+"""One bad row must not stop a worker: an email, a due time that raises something no one
+expected is set aside (incident or back-off) and the others still go out / fire."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import msgspec
+import pytest
+
+from application.bootstrap import bootstrap
+from application.mail_worker import MailWorker
+from application.timers.scheduler import Scheduler
+from domain.identity import Actor
+from domain.instance import COMPLETED, RUNNING
+from tests.fixtures.clock import ManualClock
+from tests.integration.test_email_outbox import ASSESSORS, run_process
+from tests.integration.test_timers import waiting_for_assessment
+
+pytestmark = pytest.mark.integration
+
+POISON = "lin@example.org\r\nBcc: x@evil.example"
+SAM = Actor.of("learner-sam", email="sam@example.org")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def mail_settings(settings, smtp_server):
+    return msgspec.structs.replace(settings, smtp_host=smtp_server.host, smtp_port=smtp_server.port,
+                                   group_addresses=(f"Assessor={ASSESSORS}",))
+
+
+@pytest.fixture
+def service(mail_settings, schema_database, clock):
+    app = bootstrap(mail_settings, database=schema_database, clock=clock)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def worker(service, mail_settings):
+    found = MailWorker(service, mail_settings)
+    yield found
+    found.release()
+
+
+def test_a_learner_email_with_a_header_injection_is_refused_and_the_rest_still_goes(
+        service, mail_settings, worker, smtp_server, caplog):
+    poisoned = run_process(service, mail_settings, 85, learner=Actor.of("learner-lin", email=POISON))
+    run_process(service, mail_settings, 85, learner=SAM)
+
+    with caplog.at_level(logging.INFO):
+        assert worker.run_once() == 3  # both assessor emails and Sam's
+    assert worker.run_once() == 0
+
+    received = smtp_server.wait_for(3)
+    assert sorted(r.rcpt_tos for r in received) == [(ASSESSORS,), (ASSESSORS,), ("sam@example.org",)]
+    assert all("evil" not in r.message.as_string() for r in received)
+    (incident,) = service.get_instance(poisoned).open_incidents
+    assert incident["kind"] == "email" and "learner" in incident["reason"]
+    assert "evil" not in incident["reason"] and "lin@" not in incident["reason"]
+    assert "evil.example" not in caplog.text
+    assert sorted(row["status"] for row in worker.rows()) == ["incident", "sent", "sent", "sent"]
+
+
+def test_an_unexpected_error_for_one_email_is_an_incident_and_the_next_email_is_sent(
+        service, mail_settings, worker, smtp_server, caplog, clock):
+    first = run_process(service, mail_settings, 85, learner=Actor.of("learner-lin", email="lin@example.org"))
+    run_process(service, mail_settings, 85, learner=SAM)
+    real_send = worker.sender.send
+
+    async def send(email, date):
+        if email.to == ("lin@example.org",):
+            raise KeyError("secret-password lin@example.org")
+        await real_send(email, date)
+
+    worker.sender.send = send
+    with caplog.at_level(logging.INFO):
+        assert worker.run_once() == 3
+        clock.advance(days=1)
+        assert worker.run_once() == 0  # the failed email is not retried by itself
+
+    assert len(smtp_server.wait_for(3)) == 3
+    (incident,) = service.get_instance(first).open_incidents
+    assert "KeyError" in incident["reason"] and "secret-password" not in incident["reason"]
+    assert "KeyError" in caplog.text
+    assert "secret-password" not in caplog.text and "lin@example.org" not in caplog.text
+    assert sorted(row["status"] for row in worker.rows()) == ["incident", "sent", "sent", "sent"]
