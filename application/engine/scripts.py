@@ -61,6 +61,9 @@ _FORBIDDEN_NODES = {
     ast.YieldFrom: "'yield' is not allowed",
     ast.Try: "'try' is not allowed (it could swallow the time limit)",
     ast.TryStar: "'try' is not allowed (it could swallow the time limit)",
+    # Match patterns name attributes as plain strings (``case str(__class__=c)``), out of
+    # reach of the attribute check: no workflow needs them.
+    ast.Match: "'match' is not allowed",
 }
 _INT_OPS = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -140,6 +143,8 @@ def _node_violations(node: ast.AST):
         if node.attr.startswith(_FORBIDDEN_PREFIXES) or node.attr in _FORBIDDEN_ATTRIBUTES:
             yield f"attribute '.{node.attr}' is not allowed"
     elif isinstance(node, (ast.FunctionDef, ast.Lambda)):
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("_"):
+            yield f"name '{node.name}' is not allowed (names may not start with '_')"
         args = node.args
         for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
             if arg is not None and arg.arg.startswith("_"):

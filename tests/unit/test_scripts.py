@@ -376,3 +376,13 @@ def test_an_identifier_is_accepted_exactly_when_it_is_safe(name):
         except NameError:
             return
         assert value is SAFE_BUILTINS[name]
+
+
+@pytest.mark.parametrize("source", [
+    'match "":\n    case str(__class__=c, __reduce_ex__=r):\n        got = c\n',
+    "match 1:\n    case int() as __builtins__:\n        pass\n",
+    "def __builtins__():\n    return 1\n",
+])
+def test_names_hidden_in_match_patterns_and_definitions_are_refused(source: str) -> None:
+    """A review found ``case str(__class__=c)`` reading dunder attributes past the check."""
+    assert check_source(source, mode="exec"), source
