@@ -16,8 +16,11 @@ from interface.http.problems import PROBLEM_JSON, FieldProblem, ProblemDetails, 
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
-        name="Idempotency-Key", required=False, max_length=255, min_length=1,
-        description="Send the same key to retry safely: the same request with the same key returns the "
+        name="Idempotency-Key", required=False,
+        # No min/max_length here: KEY_PATTERN in interface.http.commands is the one check, so
+        # every bad key is the same 422 at `header:Idempotency-Key`.
+        description="1 to 255 printable ASCII characters, no spaces (else a 422 at `header:Idempotency-Key`). "
+        "Send the same key to retry safely: the same request with the same key returns the "
         "stored response and changes nothing more (also after a restart); the same key with a different "
         "request is a 422. Keys are per user and kept for 7 days.",
         examples=[Example(value="3f0c8a52-1b7e-4f8e-9d43-0b6f1d2a9c11")],

@@ -120,8 +120,26 @@ def test_a_lost_response_is_recognised_as_done(app: Any, settings: Any, schema_d
     assert cancel_retry.status_code == 200 and cancel_retry.json()["status"] == "cancelled"
 
 
-def test_a_bad_key_is_refused(app: Any, settings: Any, schema_database: Any) -> None:
+@pytest.mark.parametrize("key", ["", "x" * 256, "has space", "caf\u00e9".encode(), "tab\tkey"],
+                         ids=["empty", "256 chars", "space", "not ascii", "tab"])
+def test_every_bad_key_is_the_same_422(app: Any, settings: Any, schema_database: Any, key: str | bytes) -> None:
     with api_client(settings, app, schema_database) as client:
         response = client.post("/instances", json={"credential_id": CREDENTIAL},
-                               headers={**auth(settings, *LEARNER), "Idempotency-Key": "x" * 256})
-    assert response.status_code in (400, 422)
+                               headers={**auth(settings, *LEARNER), "Idempotency-Key": key})
+    assert response.status_code == 422, response.text
+    assert [e["path"] for e in response.json()["errors"]] == ["header:Idempotency-Key"]
+
+
+def test_a_255_character_key_is_accepted(app: Any, settings: Any, schema_database: Any) -> None:
+    load_example_catalog(app)
+    with api_client(settings, app, schema_database) as client:
+        response = client.post("/instances", json={"credential_id": CREDENTIAL},
+                               headers={**auth(settings, *LEARNER), "Idempotency-Key": "x" * 255})
+    assert response.status_code == 201, response.text
+
+
+def test_a_bad_query_parameter_names_its_source(app: Any, settings: Any, schema_database: Any) -> None:
+    with api_client(settings, app, schema_database) as client:
+        response = client.get("/instances", params={"limit": -1}, headers=auth(settings, *LEARNER))
+    assert response.status_code == 400
+    assert [e["path"] for e in response.json()["errors"]] == ["query:limit"]
