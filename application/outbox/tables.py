@@ -43,6 +43,8 @@ _DDL = (
         key text NOT NULL,
         element_id text,
         due_at timestamptz NOT NULL,
+        failures int NOT NULL DEFAULT 0,
+        not_before timestamptz,
         PRIMARY KEY (kind, instance_id, key))""",
     f"CREATE INDEX IF NOT EXISTS {DUE}_due_at ON {{schema}}.{DUE} (due_at)",
     f"""CREATE TABLE IF NOT EXISTS {{schema}}.{WAITS} (

@@ -10,6 +10,7 @@ Rows come from the log only (``TrackedReader``):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -134,8 +135,9 @@ class DueTimes(TrackedReader):
 
     def _due(self, curs: Any, kind: str, instance_id: UUID, key: str, element_id: str | None, due: datetime) -> None:
         curs.execute(
-            q(self.datastore, f"""INSERT INTO {{schema}}.{DUE} VALUES (%s, %s, %s, %s, %s)
-                ON CONFLICT (kind, instance_id, key) DO UPDATE SET due_at = EXCLUDED.due_at"""),
+            q(self.datastore, f"""INSERT INTO {{schema}}.{DUE} (kind, instance_id, key, element_id, due_at)
+                VALUES (%s, %s, %s, %s, %s) ON CONFLICT (kind, instance_id, key)
+                DO UPDATE SET due_at = EXCLUDED.due_at, failures = 0, not_before = NULL"""),
             (kind, instance_id, key, element_id, due),
         )
 
@@ -145,10 +147,23 @@ class DueTimes(TrackedReader):
     # -- queries ---------------------------------------------------------------------------
 
     def due(self, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
+        """Rows due by ``now``, except those backed off after a failure (``back_off``)."""
         with self.datastore.transaction() as curs:
             curs.execute(q(self.datastore, f"SELECT * FROM {{schema}}.{DUE} WHERE due_at <= %s "
-                                           "ORDER BY due_at LIMIT %s"), (now, limit))
+                                           "AND (not_before IS NULL OR not_before <= %s) "
+                                           "ORDER BY due_at LIMIT %s"), (now, now, limit))
             return curs.fetchall()
+
+    def back_off(self, row: dict[str, Any], until_after: Callable[[int], datetime]) -> datetime:
+        """Sets a failing row aside until ``until_after(failures)``; a new due time for it
+        (the next step's event) clears that."""
+        failures = row.get("failures", 0) + 1
+        not_before = until_after(failures)
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(q(self.datastore, f"UPDATE {{schema}}.{DUE} SET failures = %s, not_before = %s "
+                                           "WHERE kind = %s AND instance_id = %s AND key = %s"),
+                         (failures, not_before, row["kind"], row["instance_id"], row["key"]))
+        return not_before
 
     def next_due(self) -> datetime | None:
         with self.datastore.transaction() as curs:

@@ -5,19 +5,34 @@ the command of every due row (``fire_timer``, ``remind_task``, ``mark_task_overd
 Those commands are idempotent and race on the aggregate's version, so two replicas firing
 the same timer record it once. A scheduler that was down finds overdue rows on its first
 round and fires them then.
+
+A row whose command raises anything but a ``WorkflowError`` (a bug, a broken instance) is
+logged with its instance id and the error's type, backed off (``backoff_delay``, growing
+per failure up to an hour) so the scheduler does not spin on it, and the round goes on
+with the other rows. Losing the database still ends the round.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import psycopg
+from eventsourcing import persistence
+
+from application.mail.retry import backoff_delay
 from application.timers.due import OVERDUE, REMINDER, TIMER, DueTimes
 from domain.errors import WorkflowError
 
 log = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 3600.0
+_INFRASTRUCTURE = (psycopg.OperationalError, psycopg.InterfaceError,
+                   persistence.OperationalError, persistence.InterfaceError)
 
 
 class Scheduler:
@@ -35,9 +50,21 @@ class Scheduler:
                 done += bool(self._run(row, now))
             except WorkflowError as error:  # the row's subject is gone or refuses: log, go on
                 log.warning("due %s of %s not run: %s", row["kind"], row["key"], error)
+            except _INFRASTRUCTURE:
+                raise
+            except Exception as error:  # a poison row: back it off, go on with the others
+                self._back_off(row, now, error)
         done += self.service.deliver_kept_messages()
         self.due_times.catch_up()
         return done
+
+    def _back_off(self, row: dict[str, Any], now: Any, error: Exception) -> None:
+        def until_after(failures: int) -> Any:
+            return now + timedelta(seconds=backoff_delay(failures, BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS))
+
+        not_before = self.due_times.back_off(row, until_after)
+        log.error("due %s of instance %s (key %s) failed with %s; backed off until %s",
+                  row["kind"], row["instance_id"], row["key"], type(error).__name__, not_before.isoformat())
 
     def _run(self, row: dict[str, Any], now: Any) -> bool:
         if row["kind"] == TIMER:

@@ -91,3 +91,43 @@ def test_an_unexpected_error_for_one_email_is_an_incident_and_the_next_email_is_
     assert "KeyError" in caplog.text
     assert "secret-password" not in caplog.text and "lin@example.org" not in caplog.text
     assert sorted(row["status"] for row in worker.rows()) == ["incident", "sent", "sent", "sent"]
+
+
+def test_a_due_timer_that_raises_something_unexpected_is_backed_off_and_the_others_fire(
+        settings, service, clock, caplog, monkeypatch):
+    broken = waiting_for_assessment(service, settings)
+    sams = service.start_instance(SAM, service.get_instance(broken).credential_id)
+    from application.bootstrap import open_file_store
+
+    stored = open_file_store(settings).write([b"notes\n"], "text/plain")
+    service.attach_file(SAM, sams, file_id=stored.file_id, extension=stored.extension, media_type=stored.media_type,
+                        size=stored.size, sha256=stored.sha256, name="notes.txt")
+    (submit,) = service.get_instance(sams).open_tasks
+    service.complete_task(SAM, submit, {"statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.",
+                                        "evidence_files": [str(stored.file_id)]})
+    real_fire = service.fire_timer
+    calls: list[object] = []
+
+    def fire_timer(instance_id, engine_task_id, now=None):
+        if instance_id == broken:
+            calls.append(instance_id)
+            raise KeyError("nobody expected this")
+        return real_fire(instance_id, engine_task_id, now)
+
+    monkeypatch.setattr(service, "fire_timer", fire_timer)
+    scheduler = Scheduler(service)
+    clock.advance(days=15)
+    with caplog.at_level(logging.WARNING):
+        assert scheduler.run_once() >= 1
+    assert service.get_instance(sams).status == COMPLETED
+    assert service.get_instance(broken).status == RUNNING
+    assert str(broken) in caplog.text and "KeyError" in caplog.text
+
+    scheduler.run_once()
+    scheduler.run_once()
+    assert len(calls) == 1  # backed off: no spinning on the broken row
+
+    monkeypatch.setattr(service, "fire_timer", real_fire)
+    clock.advance(hours=2)
+    scheduler.run_once()
+    assert service.get_instance(broken).status == COMPLETED
