@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool
 from application.idempotency import IdempotencyStore
 from application.service import WorkflowService
 from application.settings import Settings
+from domain.errors import InvalidInput, Problem
 from interface.http.observability import Metrics
 
 T = TypeVar("T")
@@ -36,6 +37,24 @@ class Services:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self.limiter)
+
+    async def read(self, fn: Callable[..., T], *args: Any, wait_for: int | None = None, **kwargs: Any) -> T:
+        """A read-model query for a list endpoint, on a worker thread: every list checks
+        ``wait_for`` here, so a position the log has not reached is a 422 at once instead of
+        a worker thread waiting out the bound for a position no command answered with."""
+        def query() -> T:
+            self.check_log_position(wait_for)
+            return fn(*args, wait_for=wait_for, **kwargs)
+
+        return await self.run(query)
+
+    def check_log_position(self, wait_for: int | None) -> None:
+        if wait_for is None:
+            return
+        head = self.service.recorder.max_notification_id() or 0
+        if wait_for > head:
+            raise InvalidInput("that log position does not exist yet",
+                               [Problem("query:wait_for", f"the event log is at {head}")])
 
     def database_answers(self) -> bool:
         with self.pool.connection(timeout=2) as connection:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,3 +102,18 @@ def test_a_crafted_cursor_is_a_422_on_every_list(client: Any, settings: Any, val
         answer = client.get(path, params={**params, "cursor": _crafted(kind, *values)}, headers=admin)
         assert answer.status_code == 422, (path, params, answer.text)
         assert answer.json()["errors"] == [{"path": "cursor", "message": "invalid cursor"}]
+
+
+def test_a_log_position_not_reached_yet_is_a_422_at_once(client: Any, app: Any, settings: Any) -> None:
+    admin, beyond = auth(settings, *ADMIN), app.recorder.max_notification_id() + 1000
+    lists = [("/tasks", {}), ("/tasks", {"inbox": "all"}), ("/tasks", {"inbox": "groups"}), ("/instances", {}),
+             ("/definitions", {}), ("/deployments", {}), ("/dashboard", {"credential_id": CREDENTIAL})]
+    for path, params in lists:
+        started = time.monotonic()
+        answer = client.get(path, params={**params, "wait_for": beyond}, headers=admin)
+        assert time.monotonic() - started < 2, path
+        assert answer.status_code == 422, (path, answer.text)
+        assert [e["path"] for e in answer.json()["errors"]] == ["query:wait_for"]
+        assert answer.json()["detail"] == "that log position does not exist yet"
+    head = app.recorder.max_notification_id()
+    assert client.get("/instances", params={"wait_for": head}, headers=admin).status_code == 200

@@ -37,8 +37,8 @@ class DefinitionController(Controller):
         require_admin(request.user, "list definitions")
         if services.queries is None:
             raise Unavailable("definition lists need the read models, which are not running")
-        return await services.run(services.queries.definitions_page, request.user, skill_id=skill_id,
-                                  cursor=cursor, limit=limit, wait_for=wait_for)
+        return await services.read(services.queries.definitions_page, request.user, skill_id=skill_id,
+                                   cursor=cursor, limit=limit, wait_for=wait_for)
 
     @get("/{credential_id:str}", responses=errors(403, 404), summary="One definition")
     async def one(

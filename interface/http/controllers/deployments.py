@@ -33,8 +33,8 @@ class DeploymentController(Controller):
         require_admin(request.user, "list deployments")
         if services.queries is None:
             raise Unavailable("deployment lists need the read models, which are not running")
-        return await services.run(services.queries.deployments_page, request.user, cursor=cursor, limit=limit,
-                                  wait_for=wait_for)
+        return await services.read(services.queries.deployments_page, request.user, cursor=cursor, limit=limit,
+                                   wait_for=wait_for)
 
     @get("/{skill_id:str}", responses=errors(403, 404), summary="One deployment")
     async def one(

@@ -52,7 +52,7 @@ class InstanceController(Controller):
         """The caller's instances, newest first (admins may ask for any user's)."""
         if services.queries is None:
             raise Unavailable("instance lists need the read models, which are not running")
-        return await services.run(
+        return await services.read(
             services.queries.instances_page, request.user, status=status, credential_id=credential_id,
             user_id=user_id, cursor=cursor, limit=limit, wait_for=wait_for,
         )

@@ -60,8 +60,8 @@ class OperationsController(Controller):
         require_admin(request.user, "read dashboards")
         if services.queries is None:
             raise Unavailable("dashboards need the read models, which are not running")
-        return await services.run(services.queries.dashboard, request.user, credential_id=credential_id,
-                                  skill_id=skill_id, wait_for=wait_for)
+        return await services.read(services.queries.dashboard, request.user, credential_id=credential_id,
+                                   skill_id=skill_id, wait_for=wait_for)
 
     @get("/audit/{entity:str}/{entity_id:uuid}", responses=errors(400, 403, 404), summary="Audit trail (admins)")
     async def audit(

@@ -41,7 +41,7 @@ class TaskController(Controller):
         """My tasks, or my groups' tasks, filtered and sorted, one page at a time."""
         if services.queries is None:
             raise Unavailable("task inboxes need the read models, which are not running")
-        return await services.run(
+        return await services.read(
             services.queries.tasks_page, request.user, inbox=inbox, status=status,
             credential_id=credential_id, skill_id=skill_id, instance_id=instance_id,
             due_before=due_before, unassigned=unassigned, sort=sort, cursor=cursor, limit=limit,
