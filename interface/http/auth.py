@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,19 @@ class Verifier:
 
 
 def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
+    """The actor a verified token names.
+
+    ``email``: absent, empty or not a string -> no email. A string is kept only when it is one
+    clean address: a control character (CR/LF would reach the headers of emails sent to
+    the learner), a line/paragraph separator, or anything but exactly one ``@`` refuses the
+    whole token (401, "the token's email claim is not an address") rather than dropping
+    the claim silently, so a broken identity provider shows up at once.
+    """
     sub, email = claims.get("sub"), claims.get("email")
     if not isinstance(sub, str) or not sub.strip():
         raise NotAuthorizedException("the token has no usable 'sub'", headers=CHALLENGE)
+    if isinstance(email, str) and email and not _is_address(email):
+        raise NotAuthorizedException("the token's email claim is not an address", headers=CHALLENGE)
     groups = claims.get("groups", claims.get("roles", []))
     if isinstance(groups, str):
         groups = groups.replace(",", " ").split()
@@ -81,10 +92,17 @@ def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
         raise NotAuthorizedException("'groups' must be a list of strings", headers=CHALLENGE)
     return Actor(
         user_id=sub,
-        email=email if isinstance(email, str) else None,
+        email=email if isinstance(email, str) and email else None,
         groups=frozenset(group_key(g) for g in groups if g.strip()),
         admin_group=admin_group,
     )
+
+
+def _is_address(email: str) -> bool:
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in email):
+        return False
+    local, at, domain = email.partition("@")
+    return bool(at and local.strip() and domain.strip()) and "@" not in domain
 
 
 def verifier_from(settings: Settings) -> Verifier:

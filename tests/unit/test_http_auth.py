@@ -86,3 +86,18 @@ def test_errors_map_to_problems(error: Exception, status: int) -> None:
         assert response.content.errors[0].path == "$.a"
     if status == 503:
         assert response.headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize("email", ["u@x.org\r\nBcc: x@evil.example", "u@x.org\n", "u\x00@x.org", "u@x.org\u2028",
+                                   "u@x.org\x85", "not-an-address", "a@b@x.org"])
+def test_an_email_claim_that_is_not_one_clean_address_is_refused(email: str) -> None:
+    with pytest.raises(NotAuthorizedException) as refused:
+        actor_from_claims(claims(email=email), "admin")
+    assert refused.value.status_code == 401
+    assert refused.value.detail == "the token's email claim is not an address"
+
+
+def test_a_clean_email_claim_is_kept_and_a_missing_or_non_string_one_is_none() -> None:
+    assert actor_from_claims(claims(email="Lin.O'Neil+x@example.org"), "admin").email == "Lin.O'Neil+x@example.org"
+    assert actor_from_claims(claims(), "admin").email is None
+    assert actor_from_claims(claims(email=7), "admin").email is None
