@@ -117,3 +117,17 @@ def test_a_log_position_not_reached_yet_is_a_422_at_once(client: Any, app: Any, 
         assert answer.json()["detail"] == "that log position does not exist yet"
     head = app.recorder.max_notification_id()
     assert client.get("/instances", params={"wait_for": head}, headers=admin).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/instances", "/tasks"])
+def test_an_unknown_status_is_a_bad_parameter(client: Any, settings: Any, path: str) -> None:
+    answer = client.get(path, params={"status": "bogus"}, headers=auth(settings, *ADMIN))
+    assert answer.status_code == 400, answer.text
+    assert [e["path"] for e in answer.json()["errors"]] == ["query:status"]
+
+
+@pytest.mark.parametrize(("path", "status"), [("/instances", "running"), ("/instances", "failed"),
+                                               ("/tasks", "completed"), ("/tasks", "cancelled")])
+def test_a_known_status_is_accepted(client: Any, settings: Any, path: str, status: str) -> None:
+    params = {"status": status, **({"inbox": "all"} if path == "/tasks" else {})}
+    assert client.get(path, params=params, headers=auth(settings, *ADMIN)).status_code == 200

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from litestar.di import NamedDependency
@@ -18,6 +18,8 @@ from interface.http.commands import Outcome, run_command
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
 from interface.http.pagination import Limit, WaitFor
 from interface.http.services import Services
+
+InstanceStatus = Literal["running", "completed", "cancelled", "failed"]
 
 
 class InstanceController(Controller):
@@ -44,7 +46,7 @@ class InstanceController(Controller):
     @get("/", responses=errors(400, 403, 422), summary="My instances")
     async def list_mine(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services],
-        status: Annotated[str | None, QueryParameter(description="running, completed, cancelled or failed")] = None,
+        status: Annotated[InstanceStatus | None, QueryParameter(description="running, completed, cancelled or failed")] = None,
         credential_id: FromQuery[str | None] = None,
         user_id: Annotated[str | None, QueryParameter(description="admins only: another user's instances")] = None,
         cursor: FromQuery[str | None] = None, limit: Limit = 50, wait_for: WaitFor = None,

@@ -21,6 +21,7 @@ from interface.http.services import Services
 
 Inbox = Literal["mine", "groups", "all"]
 Sort = Literal["created_at"]
+TaskStatus = Literal["open", "completed", "cancelled"]
 
 
 class TaskController(Controller):
@@ -31,7 +32,7 @@ class TaskController(Controller):
     async def inbox(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services],
         inbox: Annotated[Inbox, QueryParameter(description="`mine`: assigned to me; `groups`: open tasks offered to my groups; `all`: every task (admins)")] = "mine",
-        status: Annotated[str, QueryParameter(description="open, completed or cancelled")] = "open",
+        status: Annotated[TaskStatus, QueryParameter(description="open, completed or cancelled")] = "open",
         credential_id: FromQuery[str | None] = None, skill_id: FromQuery[str | None] = None, instance_id: FromQuery[UUID | None] = None,
         due_before: FromQuery[datetime | None] = None,
         unassigned: Annotated[bool | None, QueryParameter(description="groups scope: only tasks nobody claimed")] = None,
