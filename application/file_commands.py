@@ -61,10 +61,7 @@ class FileCommands(WorkflowApplication):
         member of a group that has (or had) a task in this instance."""
         instance = self.get_instance(instance_id)
         file = instance.files.get(str(file_id))
-        allowed = instance.can_view(actor) or any(
-            actor.is_member(group) for group in self.instance_groups(instance)
-        )
-        if file is None or not allowed:
+        if file is None or not self._may_read_files(actor, instance):
             raise NotFound(f"file {file_id} not found")
         return file
 
@@ -72,9 +69,12 @@ class FileCommands(WorkflowApplication):
         """Every file of the instance, in the order attached, if ``actor`` may read them
         (the same people as ``readable_file``); ``NotFound`` otherwise."""
         instance = self.get_instance(instance_id)
-        if not (instance.can_view(actor) or any(actor.is_member(g) for g in self.instance_groups(instance))):
+        if not self._may_read_files(actor, instance):
             raise NotFound(f"instance {instance_id} not found")
         return list(instance.files.values())
+
+    def _may_read_files(self, actor: Actor, instance: Any) -> bool:
+        return instance.can_view(actor) or any(actor.is_member(g) for g in self.instance_groups(instance))
 
     def file_references(self, after: int = 0) -> Iterator[FileReference]:
         """Every file the log refers to: each ``FileAttached`` event, read from the
@@ -93,14 +93,11 @@ class FileCommands(WorkflowApplication):
             start = page[-1].id + 1
 
     def instance_groups(self, instance: Any) -> set[str]:
-        groups = set()
-        version = self.definition_version(instance.definition_id, instance.definition_version)
-        spec = version.spec_state["spec"]["task_specs"]
-        for task_spec in spec.values():
-            lane = task_spec.get("lane")
-            if lane:
-                groups.add(lane.strip().casefold())
-        groups.discard("learner")
+        """The candidate groups of the tasks this instance has had: a group's members may
+        read its evidence once the process has given that group work, not before, and not
+        merely because the definition has a lane for it."""
+        groups = {self.get_task(task_id).candidate_group for task_id in instance.all_tasks}
+        groups.discard(None)
         return groups
 
 

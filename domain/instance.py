@@ -158,6 +158,7 @@ class WorkflowInstance(Aggregate):
         self.definition_version = definition_version
         self.engine_state = engine_state
         self.open_tasks: list[UUID] = list(opened_tasks)
+        self.all_tasks: list[UUID] = list(opened_tasks)
         self.timers = timers
         self.status = RUNNING
         self.result: str | None = None
@@ -306,6 +307,7 @@ class WorkflowInstance(Aggregate):
         self.engine_state = engine_state
         closed = set(closed_tasks)
         self.open_tasks = [t for t in self.open_tasks if t not in closed] + list(opened_tasks)
+        self.all_tasks = [*self.all_tasks, *opened_tasks]
         self.timers = timers
         if cause == MESSAGE_RECEIVED and cause_id is not None:
             self.received_messages.add(cause_id)

@@ -145,6 +145,14 @@ def test_range_requests(client, mounted):
 def test_who_may_read_and_upload(client, mounted):
     instance_id = start(client, mounted)
     location = upload(client, mounted, instance_id, b"%PDF-1.7 mine", "application/pdf", "mine.pdf").headers["location"]
+    # No assessor task in this instance yet: assessors learn nothing about it.
+    assert client.get(location, headers=auth(mounted, *ASSESSOR)).status_code == 404
+    assert client.get(f"/instances/{instance_id}/files", headers=auth(mounted, *ASSESSOR)).status_code == 404
+    learner = auth(mounted, *LEARNER)
+    submit = client.get(f"/instances/{instance_id}", headers=learner).json()["open_tasks"][0]["id"]
+    submitted = client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+        "statement": "A fillet weld on 6 mm mild steel.", "evidence_files": [location.rsplit("/", 1)[1]]}})
+    assert submitted.status_code == 200, submitted.text
 
     for who in (LEARNER, ASSESSOR, ADMIN):  # the learner, a member of a group with a task, an admin
         assert client.get(location, headers=auth(mounted, *who)).content == b"%PDF-1.7 mine", who
