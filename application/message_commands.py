@@ -14,6 +14,9 @@ and delivered by the scheduler once an instance starts waiting (ADR 0007).
 from __future__ import annotations
 
 import json
+import math
+import re
+import unicodedata
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -28,7 +31,6 @@ from domain.instance import MESSAGE_RECEIVED, WorkflowInstance
 T = TypeVar("T")
 
 DELIVERED, DUPLICATE, KEPT, EXPIRED, PENDING = "delivered", "duplicate", "kept", "expired", "pending"
-MAX_MESSAGE_ID = 200
 
 
 def retry_on_conflict(command: Callable[[], T], attempts: int = 5) -> T:
@@ -183,17 +185,83 @@ class MessageCommands(WorkflowApplication):
         return taken
 
 
-def _check_message(name: str, message_id: str, correlation_keys: Any, payload: Any) -> None:
-    problems = []
-    if not isinstance(name, str) or not name.strip():
-        problems.append(Problem("$.name", "a message has a name"))
-    if not isinstance(message_id, str) or not message_id.strip() or len(message_id) > MAX_MESSAGE_ID:
-        problems.append(Problem("$.message_id", f"a message id is 1 to {MAX_MESSAGE_ID} characters"))
-    if correlation_keys is not None and not isinstance(correlation_keys, dict):
-        problems.append(Problem("$.correlation_keys", "correlation keys are an object"))
-    try:
-        json.dumps(payload)
-    except (TypeError, ValueError):
-        problems.append(Problem("$.payload", "the payload must be JSON"))
+MAX_NAME = 255
+MAX_JSON_DEPTH = 32
+MAX_JSON_BYTES = 256 * 1024
+_MAX_PROBLEMS = 10
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_message(name: Any, message_id: Any, correlation_keys: Any, payload: Any) -> None:
+    """Refuses what would otherwise reach the database or the engine as a non-domain error
+    (a NUL byte, an unpaired surrogate, NaN, a 5,000-deep nest): ``InvalidInput`` with the
+    JSON path of each problem."""
+    problems: list[Problem] = []
+    _check_text(name, "$.name", "a message name", problems)
+    _check_text(message_id, "$.message_id", "a message id", problems)
+    if payload is not None:
+        _check_object(payload, "$.payload", problems)
+    if correlation_keys is not None:
+        _check_object(correlation_keys, "$.correlation_keys", problems)
     if problems:
-        raise InvalidInput("the message cannot be delivered", problems)
+        raise InvalidInput("the message cannot be delivered", problems[:_MAX_PROBLEMS])
+
+
+def _check_text(value: Any, path: str, what: str, problems: list[Problem]) -> None:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
+        problems.append(Problem(path, f"{what} is 1 to {MAX_NAME} characters"))
+    elif any(unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") for char in value):
+        problems.append(Problem(path, f"{what} has no control characters"))
+
+
+def _check_object(value: Any, path: str, problems: list[Problem]) -> None:
+    if not isinstance(value, dict):
+        problems.append(Problem(path, "must be a JSON object"))
+        return
+    before = len(problems)
+    _check_json(value, path, 1, problems)
+    if len(problems) == before and len(json.dumps(value, ensure_ascii=False).encode()) > MAX_JSON_BYTES:
+        problems.append(Problem(path, f"must be at most {MAX_JSON_BYTES // 1024} KiB as JSON"))
+
+
+def _check_json(value: Any, path: str, depth: int, problems: list[Problem]) -> None:
+    """JSON values only, nested at most ``MAX_JSON_DEPTH`` containers deep, strings that
+    PostgreSQL's jsonb takes (no NUL, valid UTF-8). Never recurses past the limit."""
+    if len(problems) >= _MAX_PROBLEMS:
+        return
+    if isinstance(value, (dict, list)) and depth > MAX_JSON_DEPTH:
+        problems.append(Problem(path, f"nests deeper than {MAX_JSON_DEPTH} levels"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or _string_problem(key):
+                problems.append(Problem(path, f"has a key that is not a usable string ({_string_problem(key)})"))
+                continue
+            _check_json(item, _key_path(path, key), depth + 1, problems)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}[{index}]", depth + 1, problems)
+    elif isinstance(value, str):
+        problem = _string_problem(value)
+        if problem:
+            problems.append(Problem(path, problem))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            problems.append(Problem(path, "must be a finite number"))
+    elif value is not None and not isinstance(value, (bool, int)):
+        problems.append(Problem(path, f"a {type(value).__name__} is not a JSON value"))
+
+
+def _string_problem(value: Any) -> str:
+    if not isinstance(value, str):
+        return "not a string"
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (unpaired surrogate)"
+    return ""
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if _PLAIN_KEY.fullmatch(key) else f"{path}[{json.dumps(key)}]"

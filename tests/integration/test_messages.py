@@ -136,3 +136,50 @@ def test_who_may_deliver_and_what_a_message_must_carry(service, credential_id):
         service.deliver_message(ADMIN, PAYMENT, {}, "", instance_id=instance_id)
     with pytest.raises(InvalidInput):
         service.deliver_message(ADMIN, PAYMENT, {}, "no-target")
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(("kwargs", "path"), [
+    ({"message_id": "pay\x00-1"}, "$.message_id"),
+    ({"message_id": "pay\r\n1"}, "$.message_id"),
+    ({"message_id": "x" * 256}, "$.message_id"),
+    ({"name": "payment\x00"}, "$.name"),
+    ({"name": "p" * 256}, "$.name"),
+    ({"payload": {"a": "\x00"}}, "$.payload.a"),
+    ({"payload": {"a\x00": 1}}, "$.payload"),
+    ({"payload": {"list": [1, {"b": "\ud800"}]}}, "$.payload.list[1].b"),
+    ({"payload": {"n": float("nan")}}, "$.payload.n"),
+    ({"payload": {"s": {1, 2}}}, "$.payload.s"),
+    ({"payload": _nested(5000)}, "$.payload" + ".a" * 32),
+    ({"payload": {"big": "x" * (256 * 1024)}}, "$.payload"),
+    ({"payload": [1, 2]}, "$.payload"),
+    ({"correlation_keys": _nested(5000)}, "$.correlation_keys" + ".a" * 32),
+    ({"correlation_keys": {"user_id": "\x00"}}, "$.correlation_keys.user_id"),
+    ({"correlation_keys": ["user_id"]}, "$.correlation_keys"),
+])
+def test_bad_names_ids_payloads_and_keys_are_invalid_input_with_their_path(service, credential_id, kwargs, path):
+    instance_id = service.start_instance(LIN, credential_id)
+    confirm(service, LIN, instance_id)
+    arguments = {"name": PAYMENT, "payload": {"amount": 1}, "message_id": "pay-1", "instance_id": instance_id,
+                 **kwargs}
+    if "correlation_keys" in kwargs:
+        arguments["instance_id"] = None
+
+    with pytest.raises(InvalidInput) as refused:
+        service.deliver_message(ADMIN, **arguments)
+
+    assert path in [problem.path for problem in refused.value.problems]
+    assert service.get_instance(instance_id).status == RUNNING
+
+
+def test_a_payload_at_the_depth_limit_is_delivered(service, credential_id):
+    instance_id = service.start_instance(LIN, credential_id)
+    confirm(service, LIN, instance_id)
+
+    assert service.deliver_message(ADMIN, PAYMENT, _nested(31), "deep-ok", instance_id=instance_id) == "delivered"
