@@ -43,6 +43,20 @@ class ReassignTask(msgspec.Struct, forbid_unknown_fields=True):
     assignee: UserId
 
 
+class DeliverMessage(msgspec.Struct, forbid_unknown_fields=True):
+    """A named message for an instance that waits for it (a receive task or message catch
+    event), found by ``instance_id`` or by ``correlation_keys``."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200, examples=["payment_received"])]
+    message_id: Annotated[str, Meta(min_length=1, max_length=200, examples=["pay-2024-0042"],
+                                    description="the sender's id: the same id again has no further effect")]
+    payload: Annotated[dict[str, Any], Meta(examples=[{"amount": 120}])] = {}
+    instance_id: UUID | None = None
+    correlation_keys: Annotated[dict[str, Any] | None, Meta(
+        description="admins: deliver to the instance whose wait matches these keys",
+        examples=[{"order": "A-1"}])] = None
+
+
 class UploadDefinitionVersion(msgspec.Struct, forbid_unknown_fields=True):
     """A BPMN bundle: file name -> file text (one .bpmn, optional .dmn, form .json schemas)."""
 
@@ -253,3 +267,10 @@ class Health(msgspec.Struct):
 class Readiness(msgspec.Struct):
     status: Annotated[str, Meta(examples=["ready"])]
     database: Annotated[str, Meta(examples=["ok"])]
+
+
+class MessageReceipt(msgspec.Struct):
+    message_id: str
+    status: Annotated[str, Meta(description="`delivered`: an instance took it now; `kept`: nobody waits for it "
+                                "yet, it is kept and delivered when one does; `duplicate`: this id came before",
+                                examples=["delivered", "kept", "duplicate"])]
