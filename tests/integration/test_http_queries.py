@@ -131,3 +131,20 @@ def test_an_unknown_status_is_a_bad_parameter(client: Any, settings: Any, path: 
 def test_a_known_status_is_accepted(client: Any, settings: Any, path: str, status: str) -> None:
     params = {"status": status, **({"inbox": "all"} if path == "/tasks" else {})}
     assert client.get(path, params=params, headers=auth(settings, *ADMIN)).status_code == 200
+
+
+@pytest.mark.parametrize(("entity", "resource", "catalog_id"), [("definition", "definitions", CREDENTIAL),
+                                                                ("deployment", "deployments", SKILL)])
+def test_the_audit_trail_takes_the_aggregate_id_or_the_catalog_id(
+    client: Any, settings: Any, entity: str, resource: str, catalog_id: str,
+) -> None:
+    admin = auth(settings, *ADMIN)
+    aggregate_id = client.get(f"/{resource}/{catalog_id}", headers=admin).json()["id"]
+    assert aggregate_id != catalog_id
+    by_aggregate = client.get(f"/audit/{entity}/{aggregate_id}", headers=admin)
+    by_catalog = client.get(f"/audit/{entity}/{catalog_id}", headers=admin)
+    assert by_aggregate.status_code == by_catalog.status_code == 200, by_catalog.text
+    assert by_catalog.json() == by_aggregate.json() and by_catalog.json()["id"] == aggregate_id
+    other = "instance" if entity == "definition" else "task"
+    assert client.get(f"/audit/{other}/{catalog_id}", headers=admin).status_code == 404
+    assert client.get(f"/audit/{entity}/00000000-0000-4000-8000-000000000000", headers=admin).status_code == 404

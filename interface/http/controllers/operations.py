@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from domain.errors import NotFound, Unavailable
 from domain.identity import Actor
+from domain.ids import definition_id, deployment_id
 from interface.http import schemas, views
 from interface.http.controllers.definitions import require_admin
 from interface.http.openapi import errors
@@ -22,6 +23,7 @@ from interface.http.services import Services
 Entity = Literal["instance", "task", "definition", "deployment"]
 _CLASS = {"instance": "WorkflowInstance", "task": "WorkflowTask", "definition": "WorkflowDefinition",
           "deployment": "WorkflowDeployment"}
+_BY_CATALOG_ID = {"definition": definition_id, "deployment": deployment_id}
 
 
 class OperationsController(Controller):
@@ -69,20 +71,32 @@ class OperationsController(Controller):
         cursor: Annotated[str | None, QueryParameter(pattern=r"^[0-9]{1,9}$", description="`next_cursor` of the previous page")] = None,
         limit: Limit = 100,
     ) -> schemas.AuditHistory:
-        """Every stored event of one entity, in order: who did what and when, as published."""
+        """Every stored event of one entity, in order: who did what and when, as published. A
+        definition is named by its id or its credential id, a deployment by its id or its skill
+        id; `id` in the answer is the aggregate id."""
         require_admin(request.user, "read the audit trail")
 
         after = int(cursor) if cursor else None
 
-        def load() -> schemas.AuditHistory:
-            events = list(services.service.events.get(entity_id, gt=after, limit=limit + 1))
+        def events_of(aggregate_id: UUID) -> list[Any]:
+            events = list(services.service.events.get(aggregate_id, gt=after, limit=limit + 1))
             if events and not type(events[0]).__qualname__.startswith(_CLASS[entity] + "."):
-                events = []
+                return []
+            return events
+
+        def load() -> schemas.AuditHistory:
+            aggregate_id, events = entity_id, events_of(entity_id)
+            if not events and entity in _BY_CATALOG_ID:
+                # A credential or skill id (the catalog's) names its definition or deployment.
+                mapped = _BY_CATALOG_ID[entity](str(entity_id))
+                found = events_of(mapped)
+                if found:
+                    aggregate_id, events = mapped, found
             if not events and not after:
                 raise NotFound(f"{entity} {entity_id} not found")
             page = events[:limit]
             cursor = str(page[-1].originator_version) if len(events) > limit else None
-            return schemas.AuditHistory(entity=entity, id=entity_id, next_cursor=cursor,
+            return schemas.AuditHistory(entity=entity, id=aggregate_id, next_cursor=cursor,
                                         items=[views.audit_entry(e, entity) for e in page])
 
         return await services.run(load)
