@@ -6,13 +6,15 @@ gave up; an admin's ``retry_incident`` puts the email back in the queue.
 
 In: ``deliver_message`` hands a named message to an instance that waits for it (receive
 task, message catch event), found by instance id or correlation keys. The message id
-makes it idempotent: the instance records it with the step it caused, and the inbound
-table remembers every id. A message nobody waits for yet is kept for ``message_keep``
+makes it idempotent within its scope (``message_scope``: the target instance, or the
+correlation keys): the instance records it with the step it caused, and the inbound
+table remembers every (scope, id). A message nobody waits for yet is kept for ``message_keep``
 and delivered by the scheduler once an instance starts waiting (ADR 0007).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -87,10 +89,18 @@ class MessageCommands(WorkflowApplication):
         instance_id: UUID | None = None,
         correlation_keys: dict[str, Any] | None = None,
     ) -> str:
-        """Delivers a named message once per ``message_id``.
+        """Delivers a named message once per ``message_id`` within its scope.
+
+        The scope (``message_scope``) is the target instance (``"instance:<id>"``) when
+        ``instance_id`` is given, else ``"correlation:"`` + the SHA-256 of the canonical JSON of
+        ``correlation_keys`` (sorted keys, no spaces). So two learners may each send
+        ``shared-1`` to their own instance, and one id sent with different keys is two
+        messages; an id sent twice to the same target is one. (An instance also remembers
+        the ids it took, so one reached twice through different scopes advances once.)
 
         Returns ``delivered`` (an instance took it now), ``kept`` (nobody waits yet: it is
-        kept for ``message_keep``) or ``duplicate`` (this id arrived before: no effect).
+        kept for ``message_keep``) or ``duplicate`` (this id arrived before in this scope:
+        no effect).
         """
         _check_message(name, message_id, correlation_keys, payload)
         if instance_id is not None:
@@ -105,17 +115,18 @@ class MessageCommands(WorkflowApplication):
         datastore = self.recorder.datastore
         ensure_tables(datastore)
         now = self.clock()
+        scope = message_scope(instance_id, correlation_keys)
         with datastore.transaction(commit=True) as curs:
             curs.execute(q(datastore, f"""INSERT INTO {{schema}}.{INBOUND}
-                (message_id, name, payload, instance_id, correlation_keys, received_at, expires_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING message_id"""),
-                (message_id, name, json.dumps(payload), instance_id, json.dumps(correlation_keys or {}),
+                (scope, message_id, name, payload, instance_id, correlation_keys, received_at, expires_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING message_id"""),
+                (scope, message_id, name, json.dumps(payload), instance_id, json.dumps(correlation_keys or {}),
                  now, now + self.message_keep))
             if curs.fetchone() is None:
                 return DUPLICATE
         targets = [instance_id] if instance_id is not None else self._waiting_instances(name, correlation_keys or {})
         for target in targets:
-            if self._deliver_to(target, message_id, name, payload):
+            if self._deliver_to(target, scope, message_id, name, payload):
                 return DELIVERED
         return KEPT
 
@@ -127,26 +138,38 @@ class MessageCommands(WorkflowApplication):
         with datastore.transaction(commit=True) as curs:
             curs.execute(q(datastore, f"UPDATE {{schema}}.{INBOUND} SET status = %s "
                                       "WHERE status = %s AND expires_at <= %s"), (EXPIRED, PENDING, now))
-            curs.execute(q(datastore, f"""SELECT m.message_id, m.name, m.payload, w.instance_id AS target
+            curs.execute(q(datastore, f"""SELECT m.scope, m.message_id, m.name, m.payload, w.instance_id AS target
                 FROM {{schema}}.{INBOUND} m JOIN {{schema}}.{WAITS} w
                   ON w.name = m.name AND (m.instance_id IS NULL OR m.instance_id = w.instance_id)
                  AND w.correlations @> m.correlation_keys
                 WHERE m.status = %s ORDER BY m.received_at"""), (PENDING,))
             candidates = curs.fetchall()
-        delivered: set[str] = set()
+        delivered: set[tuple[str, str]] = set()
         for row in candidates:
-            if row["message_id"] not in delivered and self._deliver_to(
-                row["target"], row["message_id"], row["name"], row["payload"]
+            key = (row["scope"], row["message_id"])
+            if key not in delivered and self._deliver_to(
+                row["target"], row["scope"], row["message_id"], row["name"], row["payload"]
             ):
-                delivered.add(row["message_id"])
+                delivered.add(key)
         return len(delivered)
 
-    def message_status(self, message_id: str) -> dict[str, Any] | None:
+    def message_status(
+        self, message_id: str, *, instance_id: UUID | None = None, correlation_keys: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The inbound record of ``message_id`` in the scope of ``instance_id`` or
+        ``correlation_keys`` (as given to ``deliver_message``); with neither, the most
+        recently received record of that id in any scope."""
         datastore = self.recorder.datastore
         ensure_tables(datastore)
+        columns = "scope, message_id, name, status, instance_id, delivered_to, received_at, expires_at"
         with datastore.transaction() as curs:
-            curs.execute(q(datastore, f"SELECT message_id, name, status, instance_id, delivered_to, received_at, "
-                                      f"expires_at FROM {{schema}}.{INBOUND} WHERE message_id = %s"), (message_id,))
+            if instance_id is None and not correlation_keys:
+                curs.execute(q(datastore, f"SELECT {columns} FROM {{schema}}.{INBOUND} WHERE message_id = %s "
+                                          "ORDER BY received_at DESC LIMIT 1"), (message_id,))
+            else:
+                curs.execute(q(datastore, f"SELECT {columns} FROM {{schema}}.{INBOUND} "
+                                          "WHERE scope = %s AND message_id = %s"),
+                             (message_scope(instance_id, correlation_keys), message_id))
             return curs.fetchone()
 
     def _waiting_instances(self, name: str, correlation_keys: dict[str, Any]) -> list[UUID]:
@@ -157,7 +180,7 @@ class MessageCommands(WorkflowApplication):
                          (name, json.dumps(correlation_keys)))
             return [row["instance_id"] for row in curs.fetchall()]
 
-    def _deliver_to(self, instance_id: UUID, message_id: str, name: str, payload: Any) -> bool:
+    def _deliver_to(self, instance_id: UUID, scope: str, message_id: str, name: str, payload: Any) -> bool:
         """True when the instance has taken the message (now or before)."""
         def command() -> bool:
             instance = self._find(WorkflowInstance, instance_id)
@@ -181,8 +204,18 @@ class MessageCommands(WorkflowApplication):
             datastore = self.recorder.datastore
             with datastore.transaction(commit=True) as curs:
                 curs.execute(q(datastore, f"UPDATE {{schema}}.{INBOUND} SET status = %s, delivered_to = %s "
-                                          "WHERE message_id = %s"), (DELIVERED, instance_id, message_id))
+                                          "WHERE scope = %s AND message_id = %s"),
+                             (DELIVERED, instance_id, scope, message_id))
         return taken
+
+
+def message_scope(instance_id: UUID | None, correlation_keys: dict[str, Any] | None) -> str:
+    """Where a message id must be unique: the target instance, else the correlation keys
+    (hashed: keys may be up to 256 KiB, too long for an index entry)."""
+    if instance_id is not None:
+        return f"instance:{instance_id}"
+    canonical = json.dumps(correlation_keys or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "correlation:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 MAX_NAME = 255

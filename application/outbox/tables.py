@@ -53,8 +53,11 @@ _DDL = (
         name text NOT NULL,
         correlations jsonb NOT NULL,
         PRIMARY KEY (instance_id, engine_task_id))""",
+    # Message ids are unique per scope (the target instance, or the correlation keys),
+    # not globally: see MessageCommands.deliver_message and ADR 0007.
     f"""CREATE TABLE IF NOT EXISTS {{schema}}.{INBOUND} (
-        message_id text PRIMARY KEY,
+        scope text NOT NULL,
+        message_id text NOT NULL,
         name text NOT NULL,
         payload jsonb,
         instance_id uuid,
@@ -62,7 +65,8 @@ _DDL = (
         received_at timestamptz NOT NULL,
         expires_at timestamptz NOT NULL,
         status text NOT NULL DEFAULT 'pending',
-        delivered_to uuid)""",
+        delivered_to uuid,
+        PRIMARY KEY (scope, message_id))""",
 )
 
 _ensured: set[tuple[int, str]] = set()

@@ -183,3 +183,36 @@ def test_a_payload_at_the_depth_limit_is_delivered(service, credential_id):
     confirm(service, LIN, instance_id)
 
     assert service.deliver_message(ADMIN, PAYMENT, _nested(31), "deep-ok", instance_id=instance_id) == "delivered"
+
+
+def test_message_ids_are_scoped_to_their_target_so_learners_cannot_shadow_each_other(service, credential_id):
+    lins = service.start_instance(LIN, credential_id)
+    sams = service.start_instance(SAM, credential_id)
+    for learner, instance_id in ((LIN, lins), (SAM, sams)):
+        confirm(service, learner, instance_id)
+
+    assert service.deliver_message(LIN, PAYMENT, {"amount": 1}, "shared-1", instance_id=lins) == "delivered"
+    assert service.deliver_message(SAM, PAYMENT, {"amount": 2}, "shared-1", instance_id=sams) == "delivered"
+    assert service.deliver_message(SAM, PAYMENT, {"amount": 2}, "shared-1", instance_id=sams) == "duplicate"
+
+    assert service.get_instance(lins).data["payment"] == {"amount": 1}
+    assert service.get_instance(sams).data["payment"] == {"amount": 2}
+    assert service.message_status("shared-1", instance_id=sams)["delivered_to"] == sams
+    assert service.message_status("shared-1", instance_id=lins)["delivered_to"] == lins
+
+
+def test_message_ids_by_correlation_keys_are_scoped_to_those_keys(service, credential_id):
+    lins = service.start_instance(LIN, credential_id)
+    sams = service.start_instance(SAM, credential_id)
+    scheduler = Scheduler(service)
+    for learner, instance_id in ((LIN, lins), (SAM, sams)):
+        confirm(service, learner, instance_id)
+    scheduler.run_once()
+
+    for learner in (LIN, SAM):
+        assert service.deliver_message(ADMIN, PAYMENT, {"amount": 3}, "batch-7",
+                                       correlation_keys={"user_id": learner.user_id}) == "delivered"
+    assert service.deliver_message(ADMIN, PAYMENT, {"amount": 3}, "batch-7",
+                                   correlation_keys={"user_id": SAM.user_id}) == "duplicate"
+    assert service.get_instance(lins).status == COMPLETED and service.get_instance(sams).status == COMPLETED
+    assert service.message_status("batch-7", correlation_keys={"user_id": SAM.user_id})["delivered_to"] == sams
