@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 
 import isodate
 import psycopg
-from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import EnvType
 
@@ -93,12 +93,15 @@ class WorkflowApplication(Application[UUID]):
     # -- loading ---------------------------------------------------------------------------
 
     def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
+        if not isinstance(aggregate_id, UUID):
+            try:
+                aggregate_id = UUID(str(aggregate_id))
+            except ValueError:
+                raise NotFound(f"{what} {str(aggregate_id)[:64]!r} not found: not an id") from None
         try:
             aggregate = self.repository.get(aggregate_id)
-        except Exception as error:  # AggregateNotFoundError, or a bad id
-            if type(error).__name__ == "AggregateNotFoundError":
-                raise NotFound(f"{what} {aggregate_id} not found") from None
-            raise
+        except AggregateNotFoundError:
+            raise NotFound(f"{what} {aggregate_id} not found") from None
         if not isinstance(aggregate, cls):
             raise NotFound(f"{what} {aggregate_id} not found")
         return aggregate

@@ -11,6 +11,7 @@ the skill activates when it arrives (ADR 0004). Each handler takes an optional
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
@@ -20,7 +21,7 @@ from application.engine.builtin_templates import DEFAULT_TEMPLATE, load_template
 from application.engine.bundle import ParsedBundle, validate_bundle
 from domain.definition import WorkflowDefinition
 from domain.deployment import ACTIVE, RETIRED, WorkflowDeployment
-from domain.errors import NotAllowed
+from domain.errors import InvalidInput, NotAllowed, Problem
 from domain.identity import SYSTEM, Actor
 from domain.ids import definition_id, deployment_id
 
@@ -41,6 +42,7 @@ class CatalogCommands(WorkflowApplication):
         self, *, skill_id: str, version: int, name: str, description: str, status: str,
         tracking: Tracking | None = None,
     ) -> bool:
+        _check_catalog(version, skill_id=skill_id, name=name, description=description, status=status)
         deployment = self._find(WorkflowDeployment, deployment_id(skill_id))
         status = ACTIVE if status == ACTIVE else RETIRED
         if deployment is None:
@@ -57,6 +59,7 @@ class CatalogCommands(WorkflowApplication):
         return changed
 
     def delete_skill(self, *, skill_id: str, version: int, tracking: Tracking | None = None) -> bool:
+        _check_catalog(version, skill_id=skill_id)
         deployment = self._find(WorkflowDeployment, deployment_id(skill_id)) or WorkflowDeployment.pending(skill_id)
         changed = deployment.delete(catalog_version=version)
         self.save_all(deployment, tracking=tracking)
@@ -68,6 +71,8 @@ class CatalogCommands(WorkflowApplication):
         self, *, credential_id: str, version: int, skill_id: str, name: str, description: str,
         template: str | None = None, tracking: Tracking | None = None,
     ) -> bool:
+        _check_catalog(version, credential_id=credential_id, skill_id=skill_id, name=name,
+                       description=description, template=template)
         definition = self._find(WorkflowDefinition, definition_id(credential_id))
         changed_aggregates: list[object] = []
         if definition is None:
@@ -106,6 +111,7 @@ class CatalogCommands(WorkflowApplication):
         self, *, credential_id: str, version: int, skill_id: str | None = None,
         tracking: Tracking | None = None,
     ) -> bool:
+        _check_catalog(version, credential_id=credential_id, **({} if skill_id is None else {"skill_id": skill_id}))
         definition = self._find(WorkflowDefinition, definition_id(credential_id))
         if definition is None:
             definition = WorkflowDefinition(
@@ -134,7 +140,7 @@ class CatalogCommands(WorkflowApplication):
         """
         _require_admin(actor, "upload definitions")
         definition = self.get_definition(credential_id)
-        bundle = validate_bundle(files, max_bytes=self.bundle_max_bytes)
+        bundle = validate_bundle(_as_bytes(files), max_bytes=self.bundle_max_bytes)
         existing = definition.find_version_by_sha256(bundle.sha256)
         if existing is not None:
             return existing.number
@@ -159,6 +165,40 @@ class CatalogCommands(WorkflowApplication):
         deployment = self.get_deployment(skill_id)
         deployment.set_status(actor, status)
         self.save_all(deployment)
+
+
+def _check_catalog(version: Any, **texts: Any) -> None:
+    """Catalog facts are checked before anything is stored: a positive integer version,
+    and ids and names that are text a database column can hold."""
+    problems = []
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        problems.append(Problem("$.data.version", "a positive integer"))
+    for name, value in texts.items():
+        if value is None and name == "template":
+            continue
+        if not isinstance(value, str) or "\x00" in value or len(value) > 10_000:
+            problems.append(Problem(f"$.data.{name}", "text without NUL characters, at most 10,000 long"))
+        elif name.endswith("id") and not value.strip():
+            problems.append(Problem(f"$.data.{name}", "a non-empty id"))
+    if problems:
+        raise InvalidInput("the catalog event is not valid", problems)
+
+
+def _as_bytes(files: Any) -> dict[str, bytes]:
+    """A bundle's files as bytes: text is taken as UTF-8; anything else is refused."""
+    if not isinstance(files, dict) or not files:
+        raise InvalidInput("a bundle is a map of file names to contents", [Problem("$.files", "a non-empty map")])
+    found, problems = {}, []
+    for name, content in files.items():
+        if isinstance(content, str):
+            content = content.encode("utf-8", errors="surrogateescape")
+        if not isinstance(name, str) or not isinstance(content, (bytes, bytearray)):
+            problems.append(Problem(f"$.files[{name!r}]", "file contents are text or bytes"))
+        else:
+            found[name] = bytes(content)
+    if problems:
+        raise InvalidInput("the bundle is not valid", problems)
+    return found
 
 
 def _require_admin(actor: Actor, what: str) -> None:

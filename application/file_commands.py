@@ -105,5 +105,7 @@ def _clean_name(name: str) -> str:
     """A client's file name is metadata only — never part of a path — so it is kept as the
     client sent it (``../../etc/passwd`` included), less control characters, trimmed to
     ``MAX_NAME``. Whoever puts it in a header or a file system makes it safe there."""
+    if not isinstance(name, str):
+        name = ""
     name = "".join(ch for ch in name if ch.isprintable()).strip()
     return name[:MAX_NAME] or "file"

@@ -39,7 +39,11 @@ def validate_form(schema_text: str | None, data: Any) -> dict[str, Any]:
     """Returns ``data`` when it satisfies the form; raises ``InvalidInput`` otherwise."""
     if not isinstance(data, dict):
         raise InvalidInput("form data must be a JSON object", [Problem("$", "expected an object")])
-    if len(json.dumps(data)) > MAX_FORM_BYTES:
+    try:
+        size = len(json.dumps(data))
+    except (RecursionError, TypeError, ValueError):
+        raise InvalidInput("form data must be plain JSON", [Problem("$", "nested too deeply, or not JSON values")]) from None
+    if size > MAX_FORM_BYTES:
         raise InvalidInput("form data is too large", [Problem("$", f"at most {MAX_FORM_BYTES} bytes")])
     problems = [
         Problem(f"$.{key}", "field names may not start with '_'")
