@@ -35,9 +35,21 @@ from typing import Any
 import psycopg
 from eventsourcing import persistence
 
-from application.mail import MAX_ATTEMPTS, MailDeliveryFailed, MailTemplates, SmtpSender, backoff_delay
+from application.mail import (
+    MAX_ATTEMPTS,
+    MailDeliveryFailed,
+    MailTemplates,
+    SmtpSender,
+    backoff_delay,
+)
 from application.mail.compose import address_problem, compose, recipients
-from application.outbox.email_outbox import DROPPED, INCIDENT, PENDING, SENT, EmailOutbox
+from application.outbox.email_outbox import (
+    DROPPED,
+    INCIDENT,
+    PENDING,
+    SENT,
+    EmailOutbox,
+)
 from application.outbox.tables import OUTBOX, q
 from application.settings import Settings
 from domain.identity import SYSTEM_USER
@@ -169,7 +181,7 @@ class MailWorker:
             return 0
         except _INFRASTRUCTURE:
             raise
-        except Exception as error:  # a poison row: set it aside, go on with the next one
+        except Exception as error:  # noqa: BLE001 -- a poison row: set it aside, go on with the next
             self._failed(row, self._unexpected(row, error))
             return 0
         self.service.record_email_sent(instance_id, event_id=event_id, index=index, message_id=row["message_id"])
@@ -223,7 +235,7 @@ class MailWorker:
                 )
             except _INFRASTRUCTURE:
                 raise
-            except Exception as error:  # the instance itself is broken: still set the row aside
+            except Exception as error:  # noqa: BLE001 -- the instance is broken: set the row aside anyway
                 log.error("email %s: the incident could not be recorded (%s); the row is set aside",
                           row["message_id"], type(error).__name__)
             self._set(row, status=INCIDENT, attempts=attempts, last_error=failure.reason)

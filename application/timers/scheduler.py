@@ -52,7 +52,7 @@ class Scheduler:
                 log.warning("due %s of %s not run: %s", row["kind"], row["key"], error)
             except _INFRASTRUCTURE:
                 raise
-            except Exception as error:  # a poison row: back it off, go on with the others
+            except Exception as error:  # noqa: BLE001 -- a poison row: back it off, go on with the others
                 self._back_off(row, now, error)
         done += self.service.deliver_kept_messages()
         self.due_times.catch_up()

@@ -4,7 +4,6 @@ expected is set aside (incident or back-off) and the others still go out / fire.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 import msgspec
 import pytest
