@@ -362,11 +362,12 @@ class WorkflowInstance(Aggregate):
 
     @event(IncidentRaised)
     def _incident_raised(
-        self, incident_id: str, kind: str, subject: dict[str, Any], reason: str, attempts: int
+        self, incident_id: str, kind: str, subject: dict[str, Any], reason: str, attempts: int,
+        timestamp: datetime | None = None,
     ) -> None:
         self.incidents[incident_id] = {
             "id": incident_id, "kind": kind, "subject": subject, "reason": reason, "attempts": attempts,
-            "status": INCIDENT_OPEN, "raised_at": self.modified_on,
+            "status": INCIDENT_OPEN, "raised_at": timestamp,  # the event's own time (see _completed)
         }
 
     @event(IncidentRetried)

@@ -196,3 +196,12 @@ def test_replaying_the_events_gives_the_same_instance_including_ended_at() -> No
         copy = e.mutate(copy)
     assert copy.__dict__ == instance.__dict__
     assert copy.ended_at == copy.modified_on
+
+
+def test_an_incident_is_dated_by_its_own_event_not_the_one_before() -> None:
+    instance = make_instance()
+    started_at = instance.modified_on
+    instance.raise_incident(incident_id="i-1", kind="email", subject={"event_id": "e", "index": 0},
+                            reason="SMTP refused the recipient", attempts=8)
+    assert instance.incidents["i-1"]["raised_at"] == instance.modified_on
+    assert instance.incidents["i-1"]["raised_at"] != started_at
