@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -54,13 +53,13 @@ def decode_cursor(kind: str, cursor: str | None, size: int) -> list[Any] | None:
 
 def _timestamp(value: Any) -> datetime:
     if not isinstance(value, str):
-        raise ValueError(value)
+        raise TypeError(value)
     return datetime.fromisoformat(value)
 
 
 def _uuid(value: Any) -> UUID:
     if not isinstance(value, str):
-        raise ValueError(value)
+        raise TypeError(value)
     return UUID(value)
 
 

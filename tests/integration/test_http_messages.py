@@ -11,7 +11,14 @@ import pytest
 
 from domain.identity import Actor
 from interface.examples import load_example_catalog
-from interface.http.testing import ADMIN, ASSESSOR, LEARNER, OTHER_LEARNER, api_client, auth
+from interface.http.testing import (
+    ADMIN,
+    ASSESSOR,
+    LEARNER,
+    OTHER_LEARNER,
+    api_client,
+    auth,
+)
 from tests.integration.test_http_process import only_open_task
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from interface.examples import load_example_catalog
-from interface.http.testing import ADMIN, ASSESSOR, LEARNER, OTHER_LEARNER, OUTSIDER, api_client, auth
+from interface.http.testing import (
+    ADMIN,
+    ASSESSOR,
+    LEARNER,
+    OTHER_LEARNER,
+    OUTSIDER,
+    api_client,
+    auth,
+)
 from tests.integration.test_http_process import attach_evidence, only_open_task
 
 pytestmark = pytest.mark.integration

@@ -164,6 +164,6 @@ def test_a_cursor_of_the_right_types_still_pages(app: Any, running: Any) -> None
     first = instances.list_instances(store, limit=2, wait_for=head)
     rest = instances.list_instances(store, limit=2, cursor=first.next_cursor)
     assert {row["id"] for row in first.items + rest.items} == set(started)
-    braces = _crafted("instances", first.items[-1]["started_at"].isoformat(), "{%s}" % first.items[-1]["id"])
+    braces = _crafted("instances", first.items[-1]["started_at"].isoformat(), f"{{{first.items[-1]['id']}}}")
     assert [row["id"] for row in instances.list_instances(store, limit=2, cursor=braces).items] == \
         [row["id"] for row in rest.items]
