@@ -5,47 +5,21 @@ from __future__ import annotations
 
 import logging
 
-import msgspec
 import pytest
 
-from application.bootstrap import bootstrap
-from application.mail_worker import MailWorker
 from application.timers.scheduler import Scheduler
 from domain.identity import Actor
 from domain.instance import COMPLETED, RUNNING
-from tests.fixtures.clock import ManualClock
-from tests.integration.test_email_outbox import ASSESSORS, run_process
+# The outbox tests' fixtures, shared rather than copied: the same service and worker.
+from tests.integration.test_email_outbox import (  # noqa: F401 - fixtures
+    ASSESSORS, clock, mail_settings, run_process, service, worker,
+)
 from tests.integration.test_timers import waiting_for_assessment
 
 pytestmark = pytest.mark.integration
 
 POISON = "lin@example.org\r\nBcc: x@evil.example"
 SAM = Actor.of("learner-sam", email="sam@example.org")
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def mail_settings(settings, smtp_server):
-    return msgspec.structs.replace(settings, smtp_host=smtp_server.host, smtp_port=smtp_server.port,
-                                   group_addresses=(f"Assessor={ASSESSORS}",))
-
-
-@pytest.fixture
-def service(mail_settings, schema_database, clock):
-    app = bootstrap(mail_settings, database=schema_database, clock=clock)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def worker(service, mail_settings):
-    found = MailWorker(service, mail_settings)
-    yield found
-    found.release()
 
 
 def test_a_learner_email_with_a_header_injection_is_refused_and_the_rest_still_goes(
