@@ -38,7 +38,7 @@ from interface.kafka.catalog_events import decode_catalog_event
 from interface.kafka.client_config import consumer_config, producer_config
 from interface.kafka.cloudevents import UndecodableMessage
 from interface.kafka.dead_letter import dead_letter_record
-from interface.kafka.relay import Backoff, _sleep, _stop_producer
+from interface.kafka.retrying import Backoff, sleep_unless_stopped, stop_producer
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class CatalogConsumer:
             except KafkaError as error:
                 log.warning("catalog consumer: broker unavailable (%r)", error)
                 await _stop_consumer(consumer)
-                await _sleep(backoff.next(), stop)
+                await sleep_unless_stopped(backoff.next(), stop)
                 continue
             backoff.reset()
             try:
@@ -130,7 +130,7 @@ class CatalogConsumer:
             finally:
                 await self._commit({tp: p for tp, p in self._positions.items() if p})
                 await _stop_consumer(consumer)
-                await _stop_producer(self._producer)
+                await stop_producer(self._producer)
                 self._producer = None
                 self._positions.clear()
                 self.assigned.clear()
@@ -197,7 +197,7 @@ class CatalogConsumer:
                 else:
                     self.stats.unchanged += 1
                 return bool(changed)
-            await _sleep(backoff.next(), stop)
+            await sleep_unless_stopped(backoff.next(), stop)
         return None
 
     def _apply_once(self, event: Any, tracking: Tracking) -> bool:
@@ -229,7 +229,7 @@ class CatalogConsumer:
                 return True  # already there
             except (PersistenceError, psycopg.Error) as error:
                 log.warning("catalog consumer: could not record %s (%r); retrying", tracking, error)
-            await _sleep(backoff.next(), stop)
+            await sleep_unless_stopped(backoff.next(), stop)
         return False
 
     async def _dead_letter(self, record: Any, reason: str, stop: asyncio.Event) -> bool:
@@ -249,9 +249,9 @@ class CatalogConsumer:
                 )
             except KafkaError as error:
                 log.warning("dead-letter topic unavailable (%r); retrying", error)
-                await _stop_producer(self._producer)
+                await stop_producer(self._producer)
                 self._producer = None
-                await _sleep(backoff.next(), stop)
+                await sleep_unless_stopped(backoff.next(), stop)
                 continue
             self.stats.dead_letters += 1
             log.warning(

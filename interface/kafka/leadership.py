@@ -16,6 +16,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from interface.kafka.retrying import sleep_unless_stopped
+
 log = logging.getLogger(__name__)
 
 # TCP keepalives: a silently vanished server is noticed within ~30 s.
@@ -73,7 +75,7 @@ class Leadership:
             except psycopg.Error as error:
                 log.warning("relay lock: database unavailable: %s", error)
             waited = True
-            await _sleep(poll, stop)
+            await sleep_unless_stopped(poll, stop)
         return False
 
     async def wait(self, timeout: float) -> None:
@@ -111,10 +113,3 @@ class Leadership:
             self._conn = None
             raise LeadershipLost("the lock connection is closed")
         return self._conn
-
-
-async def _sleep(seconds: float, stop: asyncio.Event) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from application.settings import Settings
 from interface.kafka.client_config import producer_config
 from interface.kafka.cloudevents import STRUCTURED_CONTENT_TYPE
 from interface.kafka.leadership import Leadership, LeadershipLost, lock_key
+from interface.kafka.retrying import Backoff, sleep_unless_stopped, stop_producer
 
 log = logging.getLogger(__name__)
 
@@ -101,22 +101,6 @@ def outbound_record(notification_id: int, domain_event: Any, aggregate_after: An
             ("ce_subject", cloudevent.subject.encode()),
         ],
     )
-
-
-class Backoff:
-    """Jittered exponential delays: initial, x2 each failure, capped; reset on success."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self.initial, self.maximum = initial, maximum
-        self.failures = 0
-
-    def next(self) -> float:
-        delay = min(self.maximum, self.initial * 2**self.failures)
-        self.failures += 1
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 @dataclass
@@ -194,7 +178,7 @@ class Relay:
                 except LeadershipLost as error:
                     log.warning("relay lost its lock (%s); standing by", error)
                     self.stats.leader = False
-                    await _sleep(backoff.next(), stop)
+                    await sleep_unless_stopped(backoff.next(), stop)
         finally:
             self.stats.leader = False
             await self.leadership.release()
@@ -242,7 +226,7 @@ class Relay:
                     ahead = asyncio.ensure_future(asyncio.to_thread(self.read_batch, last, states))
                     await self._acknowledged(acks)
                 except (KafkaError, TimeoutError, OSError) as error:
-                    await _stop_producer(producer)
+                    await stop_producer(producer)
                     producer, position = None, None  # resend from the stored position
                     await self._failed("broker unavailable", error, backoff, stop)
                     continue
@@ -262,7 +246,7 @@ class Relay:
                     self._on_published(batch)
         finally:
             await _discard(ahead)
-            await _stop_producer(producer)
+            await stop_producer(producer)
 
     async def _start_producer(self) -> AIOKafkaProducer:
         kwargs = {**producer_config(self.settings), **PRODUCER_DEFAULTS, **self.options.producer}
@@ -270,7 +254,7 @@ class Relay:
         try:
             await producer.start()
         except BaseException:
-            await _stop_producer(producer)
+            await stop_producer(producer)
             raise
         return producer
 
@@ -307,7 +291,7 @@ class Relay:
         delay = backoff.next()
         lag = await _quietly(self.lag)
         log.warning("relay: %s (%r); retrying in %.1f s; lag %s events", what, error, delay, lag)
-        await _sleep(delay, stop)
+        await sleep_unless_stopped(delay, stop)
 
     async def _log_lag(self) -> None:
         lag = await _quietly(self.lag)
@@ -328,20 +312,3 @@ async def _quietly(function: Callable[[], int]) -> int | str:
         return await asyncio.to_thread(function)
     except Exception:  # noqa: BLE001 - only for a log line
         return "unknown"
-
-
-async def _stop_producer(producer: AIOKafkaProducer | None, timeout: float = 5.0) -> None:
-    """Stops a producer without waiting forever on a broker that is down."""
-    if producer is None:
-        return
-    try:
-        await asyncio.wait_for(producer.stop(), timeout)
-    except Exception as error:  # noqa: BLE001 - it is being thrown away
-        log.debug("producer stop: %r", error)
-
-
-async def _sleep(seconds: float, stop: asyncio.Event) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
