@@ -123,6 +123,8 @@ def test_two_runners_only_one_writes_and_the_other_takes_over(app: Any) -> None:
         for number in range(5):
             app.start_instance(learner(number), credential)
         wait_caught_up(app, [TaskInbox()])
+        # the runner counts a batch just after committing its position: wait for the count
+        _wait(lambda: first.handled >= 5, what="the leader to count its batch")
         assert first.is_leader and not second.is_leader
         assert (first.handled, second.handled) == (5, 0)
 
@@ -131,6 +133,7 @@ def test_two_runners_only_one_writes_and_the_other_takes_over(app: Any) -> None:
         for number in range(5, 8):
             app.start_instance(learner(number), credential)
         wait_caught_up(app, [TaskInbox()])
+        _wait(lambda: second.handled >= 3, what="the new leader to count its batch")
         assert second.handled == 3
     finally:
         first.stop()
