@@ -23,6 +23,7 @@ from eventsourcing.utils import EnvType
 
 from application.engine.runner import Engine, ReadyTask, SpecRef, Step
 from application.forms import file_references, validate_form
+from application.transcoder import MsgspecJSONTranscoder
 from domain.definition import DefinitionVersion, WorkflowDefinition
 from domain.deployment import WorkflowDeployment
 from domain.errors import Conflict, InvalidInput, NotFound, Problem
@@ -83,6 +84,12 @@ class WorkflowApplication(Application[UUID]):
         self.clock = clock
         self.bundle_max_bytes = bundle_max_bytes
         self._versions: dict[tuple[UUID, int], DefinitionVersion] = {}
+
+    def construct_transcoder(self) -> MsgspecJSONTranscoder:
+        # The same stored JSON, decoded by msgspec (ADR 0009).
+        transcoder = MsgspecJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def construct_recorder(self) -> Any:
         # A process recorder stores a Tracking record in the same transaction as events,
