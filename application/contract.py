@@ -51,7 +51,18 @@ def event_id(originator_id: UUID, originator_version: int) -> str:
     return str(uuid5(_EVENT_ID_NAMESPACE, f"{originator_id}/{originator_version}"))
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: Any) -> Any:
+    """``value`` with UUIDs and datetimes as strings, containers as dicts and lists."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): _plain(v) for k, v in value.items()}
+    if kind is list:
+        return [_plain(v) for v in value]
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, datetime):
