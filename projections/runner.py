@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -43,16 +44,23 @@ class ProjectionRunner:
     def __init__(
         self, projection: Projection, event_log: EventLog, *, batch_size: int = 1000,
         idle_wait: float = 0.5, standby_wait: float = 1.0, max_backoff: float = 10.0,
+        batch_interval: float = 0.0,
     ) -> None:
         self.projection = projection
         self.log = event_log
         self.batch_size = batch_size
         self.idle_wait = idle_wait
+        # Under load, at most one batch per interval: events gather into bigger batches, so
+        # a busy log costs a few transactions a second, not one per event. On a quiet log
+        # the first event after a pause is still applied at once.
+        self.batch_interval = batch_interval
+        self._last_step = 0.0
         self.standby_wait = standby_wait
         self.backoff = Backoff(limit=max_backoff)
         self.is_leader = False
         self.position: int | None = None
         self.handled = 0
+        self.batches = 0  # that read at least one event
         self.errors = 0
         self.backend_pid: int | None = None
         self._stop = threading.Event()
@@ -112,7 +120,11 @@ class ProjectionRunner:
                 self._wait_for_news(conn)
 
     def step(self, conn: psycopg.Connection[Any]) -> Step:
+        began = time.monotonic()
         result = step(conn, self.log, self.projection, batch_size=self.batch_size)
+        if result.read:
+            self._last_step = began
+            self.batches += 1
         self.position = result.position
         self.handled += result.handled
         return result
@@ -120,5 +132,8 @@ class ProjectionRunner:
     def _wait_for_news(self, conn: psycopg.Connection[Any]) -> None:
         for _ in conn.notifies(timeout=self.idle_wait, stop_after=1):
             break
+        pause = self._last_step + self.batch_interval - time.monotonic()
+        if pause > 0:
+            self._stop.wait(pause)
         for _ in conn.notifies(timeout=0):  # drain: one pull serves them all
             pass

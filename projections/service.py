@@ -34,11 +34,13 @@ class ProjectionsHandle:
 
 def start_projections(
     app: Any, settings: Any = None, *, names: list[str] | None = None, batch_size: int = 1000,
-    idle_wait: float = 0.5, standby_wait: float = 1.0,
+    idle_wait: float = 0.5, standby_wait: float = 1.0, batch_interval: float | None = None,
 ) -> ProjectionsHandle:
     """Starts a runner thread per projection (all by default) following ``app``'s log."""
     event_log = EventLog.of(app)
     projections = selected(names)
+    if batch_interval is None:
+        batch_interval = settings.projections_batch_interval_ms / 1000 if settings is not None else 0.0
     try:  # so that queries find the tables from the start; runners create them otherwise
         with event_log.connect("skillbase-projections-setup") as conn:
             for projection in projections:
@@ -47,7 +49,7 @@ def start_projections(
         log.warning("projections: could not create the read-model tables yet: %s", error)
     runners = [
         ProjectionRunner(projection, event_log, batch_size=batch_size, idle_wait=idle_wait,
-                         standby_wait=standby_wait).start()
+                         standby_wait=standby_wait, batch_interval=batch_interval).start()
         for projection in projections
     ]
     log.info("projections started: %s", ", ".join(runner.name for runner in runners))

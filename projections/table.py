@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from psycopg import Cursor, sql
 from psycopg.types.json import Jsonb
+
+# Batches of at most this many rows are upserted straight from VALUES; bigger ones (a
+# rebuild's) through COPY into a staging table.
+SMALL_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,14 @@ class Table:
         if not rows:
             return
         names = self.column_names
+        if len(rows) <= SMALL_BATCH:  # a live batch: no staging table, one pipelined round trip
+            json_columns = [name in self.json_columns for name in names]
+            cur.executemany(_upsert_values(self, schema, suffix, add, cur), [
+                [Jsonb(row[name]) if is_json and row[name] is not None else row[name]
+                 for name, is_json in zip(names, json_columns, strict=True)]
+                for row in rows
+            ])
+            return
         target = sql.Identifier(self.physical(suffix))
         stage = sql.Identifier(f"_stage_{self.name}")
         cur.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}.{})").format(
@@ -116,15 +129,7 @@ class Table:
                     Jsonb(row[name]) if is_json and row[name] is not None else row[name]
                     for name, is_json in zip(names, json_columns, strict=True)
                 ])
-        if add:
-            updates = sql.SQL(", ").join(
-                sql.SQL("{0} = {1}.{0} + EXCLUDED.{0}").format(sql.Identifier(n), target)
-                for n in names if n not in self.key
-            )
-        else:
-            updates = sql.SQL(", ").join(
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in names if n not in self.key
-            )
+        updates = _updates(self, target, add)
         cur.execute(
             sql.SQL("INSERT INTO {}.{} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}").format(
                 sql.Identifier(schema), target, _names(names), _names(names), stage, _names(self.key), updates),
@@ -140,6 +145,31 @@ class Table:
             (list(keys),),
         )
 
+
+def _updates(table: Table, target: sql.Identifier, add: bool) -> sql.Composed:
+    if add:
+        return sql.SQL(", ").join(
+            sql.SQL("{0} = {1}.{0} + EXCLUDED.{0}").format(sql.Identifier(n), target)
+            for n in table.column_names if n not in table.key
+        )
+    return sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in table.column_names if n not in table.key
+    )
+
+
+@lru_cache(maxsize=256)
+def _upsert_values_bytes(table: Table, schema: str, suffix: str, add: bool, encoding: str) -> bytes:
+    target = sql.Identifier(table.physical(suffix))
+    names = table.column_names
+    query = sql.SQL("INSERT INTO {}.{} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}").format(
+        sql.Identifier(schema), target, _names(names), sql.SQL(", ").join(sql.Placeholder() * len(names)),
+        _names(table.key), _updates(table, target, add))
+    return query.as_string(None).encode(encoding)
+
+
+def _upsert_values(table: Table, schema: str, suffix: str, add: bool, cur: Cursor[Any]) -> bytes:
+    """``INSERT … VALUES (%s, …) ON CONFLICT … DO UPDATE``, composed once per table."""
+    return _upsert_values_bytes(table, schema, suffix, add, cur.connection.info.encoding)
 
 
 def _names(names: Iterable[str]) -> sql.Composed:

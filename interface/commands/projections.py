@@ -45,10 +45,11 @@ def _app() -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    app = _app()
+    settings = load_settings()
+    app = bootstrap(settings)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    handle = start_projections(app, names=args.names or None, batch_size=args.batch_size)
+    handle = start_projections(app, settings, names=args.names or None, batch_size=args.batch_size)
     print(f"following the log with: {', '.join(r.name for r in handle.runners)} (Ctrl-C stops)", file=sys.stderr)
     try:
         done.wait()

@@ -186,3 +186,27 @@ def test_rebuild_switches_under_a_live_runner_without_losing_events(app: Any) ->
         tables = {row["tablename"] for row in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s", (event_log.schema,))}
     assert not {t for t in tables if t.endswith("__new")}
+
+
+def test_a_busy_log_is_applied_in_paced_batches_and_a_quiet_one_at_once(app: Any) -> None:
+    _skill, credential = setup_catalog(app)
+    runner = ProjectionRunner(TaskInbox(), EventLog.of(app), idle_wait=5.0, batch_interval=0.5).start()
+    try:
+        _wait(lambda: runner.is_leader, what="a leader")
+        wait_caught_up(app, [TaskInbox()])
+        time.sleep(0.6)  # quiet for longer than the interval
+        began = time.monotonic()
+        app.start_instance(learner(0), credential)
+        _wait(lambda: runner.handled >= 1, what="the first event after a pause")
+        assert time.monotonic() - began < 0.4, "a quiet log is applied at once, not an interval later"
+
+        batches = runner.batches
+        for number in range(1, 7):  # six commands, 0.1 s apart, within ~0.6 s
+            app.start_instance(learner(number), credential)
+            time.sleep(0.1)
+        wait_caught_up(app, [TaskInbox()])
+        _wait(lambda: runner.handled >= 7, what="every task")
+        assert runner.batches - batches <= 3, "events arriving faster than the interval share batches"
+    finally:
+        runner.stop()
+    assert assert_live_equals_rebuilt(app, TaskInbox()) == 7
