@@ -15,7 +15,7 @@ import os
 import secrets
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,11 @@ from domain.identity import Actor, group_key
 DEV_KEY_FILE = "dev-jwt-hs256.key"
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
 MAX_TOKEN_CHARS = 16 * 1024
+LEEWAY = 30  # seconds of clock skew allowed on exp / nbf / iat
+# Verified tokens are remembered (until they expire) so a client's every request does not pay
+# the signature check again: at most this many, each at most CACHED_TOKEN_CHARS long.
+CACHED_TOKENS = 2048
+CACHED_TOKEN_CHARS = 4096
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="skillbase-workflow"'}
 
 
@@ -43,10 +48,18 @@ class Verifier:
     issuer: str
     admin_group: str
     development: bool = False
+    # token -> (actor, not before, expires): only tokens that passed every check.
+    _verified: dict[str, tuple[Actor, float, float]] = field(default_factory=dict, compare=False, repr=False)
 
     def actor(self, token: str) -> Actor:
         if len(token) > MAX_TOKEN_CHARS:
             raise NotAuthorizedException("the bearer token is too long", headers=CHALLENGE)
+        known = self._verified.get(token)
+        if known is not None:
+            actor, not_before, expires = known
+            if not_before <= time.time() < expires:
+                return actor
+            self._verified.pop(token, None)  # expired since: the full check below says so
         try:
             claims = jwt.decode(
                 token,
@@ -55,11 +68,25 @@ class Verifier:
                 audience=self.audience,
                 issuer=self.issuer or None,
                 options={"require": ["exp", "sub"]},
-                leeway=30,
+                leeway=LEEWAY,
             )
         except jwt.PyJWTError as error:
             raise NotAuthorizedException(f"the bearer token was refused: {error}", headers=CHALLENGE) from None
-        return actor_from_claims(claims, self.admin_group)
+        actor = actor_from_claims(claims, self.admin_group)
+        self._remember(token, actor, claims)
+        return actor
+
+    def _remember(self, token: str, actor: Actor, claims: dict[str, Any]) -> None:
+        if len(token) > CACHED_TOKEN_CHARS:
+            return
+        not_before = claims.get("nbf", claims.get("iat", 0))
+        not_before = float(not_before) - LEEWAY if isinstance(not_before, (int, float)) else 0.0
+        while len(self._verified) >= CACHED_TOKENS:
+            try:  # the oldest first; another thread may have taken it already
+                self._verified.pop(next(iter(self._verified)))
+            except (KeyError, StopIteration, RuntimeError):
+                break
+        self._verified[token] = (actor, not_before, float(claims["exp"]) + LEEWAY)
 
     def _key_for(self, token: str) -> Any:
         if not isinstance(self.key, jwt.PyJWKSet):

@@ -101,3 +101,37 @@ def test_a_clean_email_claim_is_kept_and_a_missing_or_non_string_one_is_none() -
     assert actor_from_claims(claims(email="Lin.O'Neil+x@example.org"), "admin").email == "Lin.O'Neil+x@example.org"
     assert actor_from_claims(claims(), "admin").email is None
     assert actor_from_claims(claims(email=7), "admin").email is None
+
+
+def test_a_verified_token_is_remembered_only_until_it_expires(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from interface.http import auth
+
+    monkeypatch.setattr(auth, "LEEWAY", 0)
+    settings = load_settings({}, data_dir=str(tmp_path), jwt_hs256_secret="s" * 32)
+    verifier = verifier_from(settings)
+    token = jwt.encode(claims(exp=time.time() + 1.0), "s" * 32, "HS256")
+    assert verifier.actor(token).user_id == "u1"
+    real_decode, decoded = auth.jwt.decode, []
+    monkeypatch.setattr(auth.jwt, "decode", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    assert verifier.actor(token).user_id == "u1" and decoded == [], "the second use is not verified again"
+    time.sleep(1.1)
+    with pytest.raises(NotAuthorizedException):  # expired since it was remembered: checked again, refused
+        verifier.actor(token)
+    assert decoded == [1] and token not in verifier._verified
+
+
+def test_refused_tokens_are_not_remembered_and_the_memory_is_bounded(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from interface.http import auth
+
+    monkeypatch.setattr(auth, "CACHED_TOKENS", 3)
+    verifier = verifier_from(load_settings({}, data_dir=str(tmp_path), jwt_hs256_secret="s" * 32))
+    forged = jwt.encode(claims(), "x" * 32, "HS256")
+    for _ in range(2):
+        with pytest.raises(NotAuthorizedException):
+            verifier.actor(forged)
+    assert verifier._verified == {}
+    tokens = [jwt.encode(claims(sub=f"u{n}"), "s" * 32, "HS256") for n in range(5)]
+    for token in tokens:
+        verifier.actor(token)
+    assert list(verifier._verified) == tokens[2:]
