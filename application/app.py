@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -84,6 +85,7 @@ class WorkflowApplication(Application[UUID]):
         self.clock = clock
         self.bundle_max_bytes = bundle_max_bytes
         self._versions: dict[tuple[UUID, int], DefinitionVersion] = {}
+        self._last_save = threading.local()
 
     def construct_transcoder(self) -> MsgspecJSONTranscoder:
         # The same stored JSON, decoded by msgspec (ADR 0009).
@@ -147,6 +149,16 @@ class WorkflowApplication(Application[UUID]):
             raise NotFound(f"instance {instance_id} not found")
         return instance
 
+    def visible_instance_with_history(self, actor: Actor, instance_id: UUID) -> tuple[WorkflowInstance, list[Any]]:
+        """The instance and its events, read and decoded once; NotFound as ``visible_instance``."""
+        events = list(self.events.get(instance_id))
+        instance: Any = None
+        for event in events:
+            instance = event.mutate(instance)
+        if not isinstance(instance, WorkflowInstance) or not instance.can_view(actor):
+            raise NotFound(f"instance {instance_id} not found")
+        return instance, events
+
     def visible_task(self, actor: Actor, task_id_: UUID) -> WorkflowTask:
         task = self.get_task(task_id_)
         if not task.can_view(actor):
@@ -171,6 +183,25 @@ class WorkflowApplication(Application[UUID]):
         except IntegrityError:
             raise Conflict("someone else changed this at the same moment: reload and retry") from None
         self._notify(recordings)
+        self._last_save.aggregates = {aggregate.id: aggregate for aggregate in aggregates}
+        self._last_save.position = max((r.notification.id for r in recordings), default=None)
+
+    # -- what a command just saved, for its answer -----------------------------------------
+
+    def forget_saved(self) -> None:
+        """Starts a command in this thread: nothing saved yet."""
+        self._last_save.aggregates, self._last_save.position = {}, None
+
+    def saved_position(self) -> int | None:
+        """The log position of the last event this thread's command saved, if it saved any."""
+        return getattr(self._last_save, "position", None)
+
+    def current(self, cls: type[A], aggregate_id: UUID, what: str = "entity") -> A:
+        """The aggregate as this thread's command just saved it (no second load), else loaded."""
+        aggregate = getattr(self._last_save, "aggregates", {}).get(aggregate_id)
+        if isinstance(aggregate, cls):
+            return aggregate
+        return self._get(cls, aggregate_id, what)
 
     # -- instances -------------------------------------------------------------------------
 

@@ -75,8 +75,11 @@ async def run_command(
     user = request.user.user_id
 
     def decide_and_locate(key: str | None) -> Outcome:
+        service = services.service
+        service.forget_saved()
         outcome = decide(key)
-        return replace(outcome, position=services.service.recorder.max_notification_id())
+        position = service.saved_position()
+        return replace(outcome, position=position if position is not None else service.recorder.max_notification_id())
 
     def execute() -> tuple[int, dict[str, str], bytes, str]:
         if key is None:

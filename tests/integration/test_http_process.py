@@ -120,3 +120,31 @@ def test_conflicts_are_409(client: Any, app: Any, settings: Any) -> None:
     late = client.post(f"/tasks/{assess}/complete", headers=assessor, json={"data": {"score": 80, "feedback": "ok"}})
     assert late.status_code == 409
     assert client.get(f"/tasks/{assess}", headers=assessor).json()["status"] == "cancelled"
+
+
+def test_a_command_answers_the_state_it_saved_and_the_position_of_its_last_event(
+    client: Any, app: Any, settings: Any
+) -> None:
+    learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
+    started = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
+                          headers=learner)
+    instance_id = started.json()["id"]
+    assert int(started.headers["workflow-log-position"]) == app.recorder.max_notification_id()
+    fresh = client.get(f"/instances/{instance_id}", headers=learner).json()
+    assert {k: fresh[k] for k in started.json()} == started.json()  # what it saved is what a read shows
+    submit = only_open_task(client, learner, instance_id)
+    file_id = attach_evidence(app, settings, instance_id)
+    done = client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+        "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
+    assess = only_open_task(client, learner, instance_id)
+    claimed = client.post(f"/tasks/{assess}/claim", headers=assessor)
+    assert claimed.headers["etag"] == '"2"' and claimed.json()["assignee"] == ASSESSOR[0]
+    (claim_event,) = app.recorder.select_notifications(start=int(claimed.headers["workflow-log-position"]), limit=1)
+    assert claim_event.topic.endswith("Task.Claimed") and str(claim_event.originator_id) == assess
+    assert int(done.headers["workflow-log-position"]) < int(claimed.headers["workflow-log-position"])
+    fresh = client.get(f"/tasks/{assess}", headers=assessor).json()
+    assert {k: fresh[k] for k in claimed.json()} == claimed.json()
+
+    again = client.post(f"/tasks/{assess}/claim", headers=assessor)  # changes nothing: answers the head
+    assert again.status_code == 200 and again.headers["etag"] == '"2"'
+    assert int(again.headers["workflow-log-position"]) == app.recorder.max_notification_id()

@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from domain.errors import Unavailable
 from domain.identity import Actor
 from domain.ids import command_id
-from domain.instance import CANCELLED
+from domain.instance import CANCELLED, WorkflowInstance
 from interface.http import schemas, views
 from interface.http.commands import Outcome, run_command
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
@@ -38,7 +38,8 @@ class InstanceController(Controller):
 
         def decide(key: str | None) -> Outcome:
             wanted = command_id(f"start-instance/{actor.user_id}", key) if key else None
-            instance = service.get_instance(service.start_instance(actor, data.credential_id, wanted))
+            instance = service.current(WorkflowInstance, service.start_instance(actor, data.credential_id, wanted),
+                                       "instance")
             return Outcome(views.instance(instance), 201, views.etag(instance), f"/instances/{instance.id}")
 
         return await run_command(request, services, "start_instance", decide, payload=data)
@@ -68,9 +69,8 @@ class InstanceController(Controller):
         service = services.service
 
         def load() -> tuple[Any, schemas.InstanceDetail]:
-            instance = service.visible_instance(request.user, instance_id)
+            instance, events = service.visible_instance_with_history(request.user, instance_id)
             tasks = [service.get_task(task_id) for task_id in instance.open_tasks]
-            events = list(service.events.get(instance_id))
             return instance, views.instance_detail(instance, tasks, events)
 
         instance, body = await services.run(load)
@@ -87,7 +87,7 @@ class InstanceController(Controller):
 
         def decide(_key: str | None) -> Outcome:
             service.cancel_instance(actor, instance_id, data.reason)
-            return _outcome(service.get_instance(instance_id))
+            return _outcome(service.current(WorkflowInstance, instance_id, "instance"))
 
         def recover(_key: str | None) -> Outcome | None:
             instance = service.visible_instance(actor, instance_id)

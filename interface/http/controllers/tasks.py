@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from domain.errors import Unavailable
 from domain.identity import Actor
-from domain.task import COMPLETED
+from domain.task import COMPLETED, WorkflowTask
 from interface.http import schemas, views
 from interface.http.commands import Outcome, run_command
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
@@ -121,7 +121,7 @@ class TaskController(Controller):
 
         def decide(_key: str | None) -> Outcome:
             act()
-            return _outcome(service.get_task(task_id))
+            return _outcome(service.current(WorkflowTask, task_id, "task"))
 
         return await run_command(
             request, services, name, decide, payload=payload, recover=recover,
