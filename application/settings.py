@@ -78,9 +78,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A message delivered before any instance waits for it is kept this long (7 days).
     message_keep_seconds: int = 7 * 24 * 3600
 
+    # Read models: under load, each projection applies at most one batch per interval, so
+    # busy logs are applied in batches (at most this much later than at once).
+    projections_batch_interval_ms: int = 50
+
     # HTTP.
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # API worker processes on the one port (replicas on one host: every role in each of
+    # them is safe, ADR 0006); 1 serves in this process.
+    http_workers: int = 1
     load_example_catalog: bool = True
 
     # Identity. With neither key set the service runs with a development HS256 key.

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any
+
+import msgspec
 
 from application.settings import Settings, load_settings
 from domain.errors import Conflict
@@ -29,6 +32,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("serve", help="run the HTTP API")
     parser.add_argument("--host", help="overrides SKILLBASE_WORKFLOW_HTTP_HOST")
     parser.add_argument("--port", type=int, help="overrides SKILLBASE_WORKFLOW_HTTP_PORT")
+    parser.add_argument("--workers", type=int, help="overrides SKILLBASE_WORKFLOW_HTTP_WORKERS: API processes")
     parser.add_argument(
         "--api-only", action="store_true",
         help="serve the HTTP API alone; run 'projections run', 'mail run', 'timers run', "
@@ -40,19 +44,64 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from interface.http.app import create_app
     from interface.http.observability import configure_json_logging
 
-    overrides = {k: v for k, v in (("http_host", args.host), ("http_port", args.port)) if v is not None}
+    overrides = {k: v for k, v in (("http_host", args.host), ("http_port", args.port),
+                                   ("http_workers", args.workers)) if v is not None}
     settings = load_settings(**overrides)
-    configure_json_logging(args.log_level if args.log_level.upper() != "WARNING" else "INFO")
-    app = create_app(settings, on_ready=lambda service: _load_examples(settings, service),
-                     run_projections=not args.api_only, run_kafka=not args.api_only,
-                     run_workers=not args.api_only)
+    if settings.http_workers < 1:
+        raise SystemExit(f"http_workers must be at least 1, got {settings.http_workers}")
+    log_level = args.log_level if args.log_level.upper() != "WARNING" else "INFO"
+    configure_json_logging(log_level)
+    roles = ServeRoles(api_only=args.api_only, log_level=log_level)
+    common = {"host": settings.http_host, "port": settings.http_port, "log_config": None, "access_log": False,
+              "server_header": False}
+    if settings.http_workers == 1:
+        app = app_for(settings, roles)
+        print(banner(settings), flush=True)
+        uvicorn.run(app, **common)
+        return 0
+    # Several worker processes share the listening socket; each builds the app from the
+    # environment. The embedded database is started here, once, and named to them.
+    if settings.embedded_database:
+        from application.database import open_database
+
+        database = open_database(settings)
+        os.environ.update({"SKILLBASE_WORKFLOW_DATABASE_HOST": database.host,
+                           "SKILLBASE_WORKFLOW_DATABASE_PORT": str(database.port)})
+    os.environ.update({f"SKILLBASE_WORKFLOW_{k.upper()}": str(v) for k, v in overrides.items()})
+    os.environ[ROLES_VARIABLE] = msgspec.json.encode(roles).decode()
     print(banner(settings), flush=True)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
-                server_header=False)
+    uvicorn.run("interface.commands.serve:app_from_environment", factory=True, workers=settings.http_workers,
+                **common)
     return 0
+
+
+ROLES_VARIABLE = "SKILLBASE_WORKFLOW_SERVE_ROLES"
+
+
+class ServeRoles(msgspec.Struct, frozen=True):
+    """What a worker process runs besides the API (``--api-only``: nothing)."""
+
+    api_only: bool = False
+    log_level: str = "INFO"
+
+
+def app_for(settings: Settings, roles: ServeRoles) -> Any:
+    from interface.http.app import create_app
+
+    return create_app(settings, on_ready=lambda service: _load_examples(settings, service),
+                      run_projections=not roles.api_only, run_kafka=not roles.api_only,
+                      run_workers=not roles.api_only)
+
+
+def app_from_environment() -> Any:
+    """The app of one of ``serve --workers N``'s processes."""
+    from interface.http.observability import configure_json_logging
+
+    roles = msgspec.json.decode(os.environ.get(ROLES_VARIABLE, "{}"), type=ServeRoles)
+    configure_json_logging(roles.log_level)
+    return app_for(load_settings(), roles)
 
 
 def _load_examples(settings: Settings, service: Any) -> None:
