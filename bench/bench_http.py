@@ -59,10 +59,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of the process and its children (the workers of ``--workers``)."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in (children.read_text().split() if children.exists() else []):
+        total += rss_mb(int(child))
+    return total
 
 
 # -- the HTTP run ------------------------------------------------------------------------------
@@ -140,6 +145,19 @@ def engine_floor(processes: int) -> float:
     return processes / (time.perf_counter() - started)
 
 
+def service_floor(service: Any, files: Any, processes: int) -> float:
+    """The same process through ``WorkflowService`` in this process, one thread, no HTTP (the
+    same storage, engine and events as the API; no parsing, tokens, threads or responses)."""
+    from interface.commands.demo import _run_learner
+
+    assessor = Actor.of("assessor-ada", "assessor")
+    started = time.perf_counter()
+    for n in range(processes):
+        _run_learner(service, files, Actor.of(f"floor-learner-{uuid.uuid4().hex[:8]}"), assessor, CREDENTIAL,
+                     80 if n % 4 else 40)
+    return processes / (time.perf_counter() - started)
+
+
 def storage_floor(conninfo: str, schema: str, transactions: int, threads: int) -> float:
     """Single-row INSERT+COMMIT transactions per second on the same PostgreSQL."""
     table = f'"{schema}".bench_floor'
@@ -170,6 +188,7 @@ def main() -> None:
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--api-only", action="store_true",
                         help="serve --api-only, with the projections in a process of their own")
+    parser.add_argument("--workers", type=int, default=1, help="API worker processes (serve --workers)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
 
@@ -185,7 +204,7 @@ def main() -> None:
            "SKILLBASE_WORKFLOW_HTTP_PORT": str(port), "SKILLBASE_WORKFLOW_KAFKA_BOOTSTRAP_SERVERS": "",
            "SKILLBASE_WORKFLOW_DATABASE_POOL_SIZE": "16"}
     settings = load_settings({k: v for k, v in env.items() if k.startswith("SKILLBASE_WORKFLOW_")})
-    serve = ["serve", "--api-only"] if args.api_only else ["serve"]
+    serve = (["serve", "--api-only"] if args.api_only else ["serve"]) + ["--workers", str(args.workers)]
     server = subprocess.Popen([sys.executable, "-m", "interface.cli", "--log-level", "ERROR", *serve], cwd=ROOT,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     readers = None
@@ -205,7 +224,8 @@ def main() -> None:
             readers = subprocess.Popen([sys.executable, "-m", "interface.cli", "--log-level", "ERROR",
                                         "projections", "run"], cwd=ROOT, env=env,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        print(f"layout: {'serve --api-only + projections run' if args.api_only else 'serve (all roles in one process)'}")
+        print(f"layout: {'serve --api-only + projections run' if args.api_only else 'serve (all roles)'},"
+              f" {args.workers} API worker process(es)")
 
         def attach(headers: dict[str, str], instance: str) -> str:
             import jwt
@@ -231,6 +251,7 @@ def main() -> None:
                       f"{percentile(values, .95) * 1000:>10.1f}{percentile(values, .99) * 1000:>10.1f}")
 
         engine = statistics.median(engine_floor(max(20, args.processes)) for _ in range(3))
+        in_process = service_floor(service, files, max(20, args.processes // 2))
         storage_1 = storage_floor(database.conninfo(), schema, 2000, 1)
         try:
             storage_8 = storage_floor(database.conninfo(), schema, 4000, 8)
@@ -239,9 +260,12 @@ def main() -> None:
             storage_8 = float("nan")
         print(f"\nload average during the run: {os.getloadavg()}")
         print(f"engine floor (SpiffWorkflow alone, same process): {engine:.0f} processes/s")
+        print(f"service floor (WorkflowService in-process, 1 thread, no HTTP; projections still following): "
+              f"{in_process:.1f} processes/s")
         print(f"storage floor (INSERT+COMMIT): {storage_1:.0f} tx/s with 1 client, {storage_8:.0f} tx/s with 8")
         best = max(rate for rate, _ in results.values())
-        print(f"best HTTP rate {best:.1f} processes/s = {best / engine:.1%} of the engine floor; "
+        print(f"best HTTP rate {best:.1f} processes/s = {best / engine:.1%} of the engine floor, "
+              f"{best / in_process:.0%} of the in-process service; "
               f"{best * 6:.0f} commands/s = {best * 6 / storage_8:.1%} of the 8-client storage floor")
     finally:
         if service is not None:
