@@ -15,6 +15,9 @@ Baselines, per size:
 - direct read: read the file back in 1 MB blocks;
 - store write: ``PosixFileStore.write`` in this process (hashing, partial + link, directory
   fsync), to show what the HTTP layer adds on top of the store.
+The API upload is measured with two clients: httpx in this process, and ``curl -T`` (a C
+client, in a process of its own, reading the file from the page cache) where curl exists, so
+that the client's own CPU on a small machine shows apart from the server's.
 Prints medians (MB/s, 1 MB = 2^20 bytes) and API / direct ratios; the target is >= 70%.
 """
 
@@ -184,6 +187,19 @@ def direct_write_hashed(directory: Path, data: bytes) -> Path:
     return path
 
 
+CURL = shutil.which("curl")
+
+
+def curl_upload(url: str, source: Path, headers: dict[str, str], sha256: str) -> None:
+    done = subprocess.run(
+        [CURL, "-sS", "-T", str(source), "-X", "POST", "-H", "Expect:", "-H", "Content-Type: video/mp4",
+         "-H", "X-File-Name: bench.mp4", *[arg for k, v in headers.items() for arg in ("-H", f"{k}: {v}")],
+         "-w", "\n%{http_code}", url],
+        capture_output=True, text=True, check=True)
+    body, _, status = done.stdout.rpartition("\n")
+    assert status == "201" and f'"{sha256}"' in body, done.stdout[-300:] + done.stderr[-300:]
+
+
 def direct_read(path: Path) -> None:
     with open(path, "rb", buffering=0) as file:
         while file.read(MB):
@@ -215,10 +231,11 @@ def main() -> int:
             for size_mb in [int(s) for s in args.sizes.split(",")]:
                 data = os.urandom(size_mb * MB)
                 sha256 = hashlib.sha256(data).hexdigest()
+                source = Path(data_dir) / f"upload-{size_mb}.bin"
+                source.write_bytes(data)
                 runs: dict[str, list[float]] = {k: [] for k in
                                                 ("direct write", "dd+sha256", "store write", "API upload",
-                                                 "direct read",
-                                                 "API download")}
+                                                 "curl upload", "direct read", "API download")}
                 for _ in range(args.repeat):  # interleaved, so drift hits every column alike
                     path: list[Path] = []
                     runs["direct write"].append(timed(lambda: path.append(direct_write(scratch, data))))
@@ -232,6 +249,8 @@ def main() -> int:
                                  "X-File-Name": "bench.mp4"}))))
                     created = answer[0]
                     assert created.status_code == 201 and created.json()["sha256"] == sha256, created.text
+                    if CURL:
+                        runs["curl upload"].append(timed(lambda: curl_upload(uploads, source, learner, sha256)))
 
                     def download() -> None:
                         with client.stream("GET", f"{server.url}{created.headers['location']}",
@@ -254,11 +273,12 @@ def main() -> int:
     print(f"evidence files on {'JuiceFS (throwaway volume, SQLite metadata, local bucket)' if volume else root}; "
           f"medians of {args.repeat} runs, MB/s")
     print(f"{'size':>6} {'direct write':>13} {'dd+sha256':>10} {'store write':>12} {'API upload':>11} {'upload/direct':>14}"
-          f" {'direct read':>12} {'API download':>13} {'download/direct':>16}")
+          f" {'curl upload':>12} {'curl/direct':>12} {'direct read':>12} {'API download':>13} {'download/direct':>16}")
     for size_mb, runs in results.items():
-        m = {k: statistics.median(v) for k, v in runs.items()}
+        m = {k: statistics.median(v) if v else float("nan") for k, v in runs.items()}
         print(f"{size_mb:>4}MB {m['direct write']:>13.1f} {m['dd+sha256']:>10.1f} {m['store write']:>12.1f} {m['API upload']:>11.1f}"
-              f" {m['API upload'] / m['direct write']:>13.0%} {m['direct read']:>12.1f} {m['API download']:>13.1f}"
+              f" {m['API upload'] / m['direct write']:>13.0%} {m['curl upload']:>12.1f}"
+              f" {m['curl upload'] / m['direct write']:>11.0%} {m['direct read']:>12.1f} {m['API download']:>13.1f}"
               f" {m['API download'] / m['direct read']:>15.0%}")
     return 0
 
