@@ -86,14 +86,20 @@ def server(database_server: Database, tmp_path_factory: pytest.TempPathFactory) 
         settings = load_settings({k: v for k, v in env.items() if k.startswith("SKILLBASE_WORKFLOW_")})
         yield Server(url=url, settings=settings, banner="".join(banner))
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
         with psycopg.connect(database.conninfo(), autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def stop(process: subprocess.Popen[Any], timeout: float = 20) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it does not end in time."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def test_the_served_process_runs_over_http(server: Server) -> None:

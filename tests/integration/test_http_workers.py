@@ -21,7 +21,7 @@ from application.bootstrap import bootstrap
 from application.database import Database, ensure_database
 from application.settings import load_settings
 from interface.http.testing import ASSESSOR, auth
-from tests.integration.test_http_server import CREDENTIAL, free_port
+from tests.integration.test_http_server import CREDENTIAL, free_port, stop
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,11 +82,7 @@ def test_two_worker_processes_serve_one_port(database_server: Database, tmp_path
             assert http.get("/tasks", params={"inbox": "groups"}, headers=assessor).status_code == 200
         assert len(_children(process.pid)) == 2
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
     service = bootstrap(load_settings({k: v for k, v in env.items() if k.startswith("SKILLBASE_WORKFLOW_")}))
     try:
