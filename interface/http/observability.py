@@ -145,3 +145,7 @@ def configure_json_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # SpiffWorkflow logs every task state change at INFO with the task's data (a learner's
+    # statement, an assessor's score): personal data, and a line per step. Its warnings stay.
+    if logging.getLevelName(level.upper()) != logging.DEBUG:
+        logging.getLogger("spiff").setLevel(logging.WARNING)
