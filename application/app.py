@@ -27,7 +27,7 @@ from application.forms import file_references, validate_form
 from application.transcoder import MsgspecJSONTranscoder
 from domain.definition import DefinitionVersion, WorkflowDefinition
 from domain.deployment import WorkflowDeployment
-from domain.errors import Conflict, InvalidInput, NotFound, Problem
+from domain.errors import Conflict, InvalidInput, NotFound, Problem, VersionChanged
 from domain.identity import Actor, group_key
 from domain.ids import definition_id, deployment_id, task_id
 from domain.instance import PASS, WorkflowInstance
@@ -178,6 +178,7 @@ class WorkflowApplication(Application[UUID]):
         """Saves every aggregate's new events atomically; a concurrent change is a Conflict."""
         processing = ProcessingEvent(tracking=tracking)
         processing.collect_events(*aggregates)
+        self._check_expected_versions(processing.events)
         try:
             recordings = self._record(processing)
         except IntegrityError:
@@ -189,8 +190,28 @@ class WorkflowApplication(Application[UUID]):
     # -- what a command just saved, for its answer -----------------------------------------
 
     def forget_saved(self) -> None:
-        """Starts a command in this thread: nothing saved yet."""
-        self._last_save.aggregates, self._last_save.position = {}, None
+        """Starts a command in this thread: nothing saved yet, no version expected."""
+        self._last_save.aggregates, self._last_save.position, self._last_save.expected = {}, None, {}
+
+    def expect_versions(self, expected: dict[UUID, int]) -> None:
+        """This thread's command may change these aggregates only from these versions: a
+        save that would change one from another version raises ``VersionChanged`` (what
+        ``If-Match`` promised still holds when the events are written, not only when read)."""
+        self._last_save.expected = dict(expected)
+
+    def _check_expected_versions(self, events: list[Any]) -> None:
+        expected = getattr(self._last_save, "expected", None)
+        if not expected:
+            return
+        seen: set[UUID] = set()
+        for event in events:
+            if event.originator_id in expected and event.originator_id not in seen:
+                seen.add(event.originator_id)
+                was = event.originator_version - 1
+                if was != expected[event.originator_id]:
+                    raise VersionChanged(
+                        f"the entity is at version {was}, not {expected[event.originator_id]}: "
+                        "it changed after the request's If-Match was checked; reload and retry")
 
     def saved_position(self) -> int | None:
         """The log position of the last event this thread's command saved, if it saved any."""

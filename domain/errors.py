@@ -54,6 +54,12 @@ class Conflict(WorkflowError):
     title = "Conflict with the current state"
 
 
+class VersionChanged(WorkflowError):
+    """The entity moved on from the version the request said it changes (``If-Match``)."""
+
+    title = "Precondition failed"
+
+
 class Unavailable(WorkflowError):
     title = "Service unavailable"
 

@@ -2,7 +2,7 @@
 the metrics, and the response with its ``ETag``.
 
 A controller says what the command does (``decide``) and, when it targets an existing
-entity, how to read that entity's current version (``version_of``); this module does the
+entity, how to load that entity (``entity_of``) for ``If-Match``; this module does the
 rest, the same way for every command (ADR 0006).
 """
 
@@ -59,11 +59,13 @@ async def run_command(
     decide: Decide,
     *,
     payload: msgspec.Struct | None = None,
-    version_of: Callable[[], int] | None = None,
+    entity_of: Callable[[], Any] | None = None,
     recover: Decide | None = None,
 ) -> Response[Any]:
     """Runs ``decide`` once per idempotency key; ``recover`` answers a Conflict that is
-    the command's own earlier effect (a retry after the response was lost)."""
+    the command's own earlier effect (a retry after the response was lost). ``entity_of``
+    loads the entity an ``If-Match`` header speaks of; the version it names must still be
+    the entity's when the command's events are saved."""
     key = request.headers.get(IDEMPOTENCY_KEY)
     if key is not None and not KEY_PATTERN.match(key):
         raise InvalidInput(
@@ -74,22 +76,22 @@ async def run_command(
     fingerprint = _fingerprint(request, payload)
     user = request.user.user_id
 
+    service = services.service
+
     def decide_and_locate(key: str | None) -> Outcome:
-        service = services.service
-        service.forget_saved()
         outcome = decide(key)
         position = service.saved_position()
         return replace(outcome, position=position if position is not None else service.recorder.max_notification_id())
 
     def execute() -> tuple[int, dict[str, str], bytes, str]:
         if key is None:
-            outcome = _decide(decide_and_locate, None, if_match, version_of, None)
+            outcome = _decide(service, decide_and_locate, None, if_match, entity_of, None)
             return outcome.status, outcome.headers(), _encoder.encode(outcome.body), "ok"
         with services.idempotency.claim(user, key, fingerprint) as slot:
             if slot.replay is not None:
                 stored = slot.replay
                 return stored.status, {**stored.headers, "Idempotent-Replayed": "true"}, stored.body, "replayed"
-            outcome = _decide(decide_and_locate, key, if_match, version_of, recover)
+            outcome = _decide(service, decide_and_locate, key, if_match, entity_of, recover)
             body = _encoder.encode(outcome.body)
             slot.save(outcome.status, outcome.headers(), body)
             return outcome.status, outcome.headers(), body, "ok"
@@ -113,11 +115,14 @@ async def run_command(
 
 
 def _decide(
-    decide: Decide, key: str | None, if_match: str | None,
-    version_of: Callable[[], int] | None, recover: Decide | None,
+    service: Any, decide: Decide, key: str | None, if_match: str | None,
+    entity_of: Callable[[], Any] | None, recover: Decide | None,
 ) -> Outcome:
-    if if_match is not None and version_of is not None:
-        check_if_match(if_match, version_of())
+    service.forget_saved()
+    if if_match is not None and entity_of is not None:
+        entity = entity_of()
+        if check_if_match(if_match, entity.version):
+            service.expect_versions({entity.id: entity.version})  # checked again at the save
     try:
         return decide(key)
     except Conflict:
@@ -127,14 +132,16 @@ def _decide(
         return recovered
 
 
-def check_if_match(header: str, version: int) -> None:
-    """``If-Match: "<version>"`` (or a list of them, or ``*``) against the entity's version."""
+def check_if_match(header: str, version: int) -> bool:
+    """``If-Match: "<version>"`` (or a list of them, or ``*``) against the entity's version;
+    True when the header named versions (not ``*``)."""
     tags = [tag.strip() for tag in header.split(",") if tag.strip()]
     if "*" in tags:
-        return
+        return False
     wanted = {tag.removeprefix("W/").strip('"') for tag in tags}
     if str(version) not in wanted:
         raise PreconditionFailed(f"the entity is at version {version}, not {', '.join(sorted(wanted))}")
+    return True
 
 
 def _fingerprint(request: Request, payload: msgspec.Struct | None) -> str:

@@ -68,6 +68,7 @@ _DOMAIN_STATUS: list[tuple[type[errors.WorkflowError], int]] = [
     (errors.NotAllowed, 403),
     (errors.NotFound, 404),
     (errors.Conflict, 409),
+    (errors.VersionChanged, 412),
     (errors.TooLarge, 413),
     (errors.Unsupported, 415),
     (errors.Unavailable, 503),

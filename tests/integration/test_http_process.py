@@ -148,3 +148,43 @@ def test_a_command_answers_the_state_it_saved_and_the_position_of_its_last_event
     again = client.post(f"/tasks/{assess}/claim", headers=assessor)  # changes nothing: answers the head
     assert again.status_code == 200 and again.headers["etag"] == '"2"'
     assert int(again.headers["workflow-log-position"]) == app.recorder.max_notification_id()
+
+
+def test_if_match_still_holds_when_the_command_saves(client: Any, app: Any, settings: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another admin reassigns the task between the If-Match check and the save: 412, and
+    the other admin's change stands (before, the command applied on top of it)."""
+    learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
+    admin = auth(settings, "admin-avi", ["admin"])
+    instance_id = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
+                              headers=learner).json()["id"]
+    submit = only_open_task(client, learner, instance_id)
+    file_id = attach_evidence(app, settings, instance_id)
+    client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+        "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
+    assess = only_open_task(client, learner, instance_id)
+    claimed = client.post(f"/tasks/{assess}/claim", headers=assessor)
+    assert claimed.headers["etag"] == '"2"'
+
+    real = type(app).visible_task
+    raced: list[str] = []
+
+    def racing(self: Any, actor: Any, task_id_: Any) -> Any:
+        task = real(self, actor, task_id_)
+        if not raced:  # the If-Match check has read version 2; now someone else moves it on
+            raced.append("bo")
+            self.reassign_task(Actor.of("admin-other", "admin"), task_id_, "assessor-bo")
+        return task
+
+    monkeypatch.setattr(type(app), "visible_task", racing)
+    refused = client.post(f"/tasks/{assess}/reassign", headers={**admin, "If-Match": '"2"'},
+                          json={"assignee": "assessor-carl"})
+    monkeypatch.undo()
+    assert refused.status_code == 412, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    task = client.get(f"/tasks/{assess}", headers=admin)
+    assert (task.json()["assignee"], task.headers["etag"]) == ("assessor-bo", '"3"')
+
+    # without If-Match, or with the version it is at, the same command goes through
+    assert client.post(f"/tasks/{assess}/reassign", headers={**admin, "If-Match": '"3"'},
+                       json={"assignee": "assessor-carl"}).status_code == 200

@@ -66,9 +66,9 @@ def test_development_key_lives_under_data_dir_and_only_it_mints(tmp_path: Path) 
 
 
 def test_if_match() -> None:
-    check_if_match('"3"', 3)
-    check_if_match('W/"3", "4"', 4)
-    check_if_match("*", 9)
+    assert check_if_match('"3"', 3) is True
+    assert check_if_match('W/"3", "4"', 4) is True
+    assert check_if_match("*", 9) is False  # nothing to hold the save to
     with pytest.raises(PreconditionFailed):
         check_if_match('"2"', 3)
 
@@ -77,6 +77,7 @@ def test_if_match() -> None:
     (errors.InvalidInput("bad", [errors.Problem("$.a", "no")]), 422), (errors.NotAllowed("no"), 403),
     (errors.NotFound("gone"), 404), (errors.Conflict("taken"), 409), (errors.TooLarge("big"), 413),
     (errors.Unsupported("what"), 415), (errors.Unavailable("down"), 503), (PreconditionFailed("v"), 412),
+    (errors.VersionChanged("moved on"), 412),
 ])
 def test_errors_map_to_problems(error: Exception, status: int) -> None:
     response = handle(None, error)  # type: ignore[arg-type]

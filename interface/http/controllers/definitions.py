@@ -88,7 +88,7 @@ class DefinitionController(Controller):
             )
 
         return await run_command(request, services, "upload_definition_version", decide, payload=data,
-                                 version_of=lambda: service.get_definition(credential_id).version)
+                                 entity_of=lambda: service.get_definition(credential_id))
 
     @post("/{credential_id:str}/versions/{number:int}/deploy", status_code=200,
           responses=errors(*COMMAND_ERRORS), summary="Deploy a version")

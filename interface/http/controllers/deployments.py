@@ -75,4 +75,4 @@ async def _set_status(
         return Outcome(views.deployment(deployment), 200, views.etag(deployment))
 
     return await run_command(request, services, f"{'activate' if status == ACTIVE else 'retire'}_deployment",
-                             decide, version_of=lambda: service.get_deployment(skill_id).version)
+                             decide, entity_of=lambda: service.get_deployment(skill_id))

@@ -96,7 +96,7 @@ class InstanceController(Controller):
 
         return await run_command(
             request, services, "cancel_instance", decide, payload=data, recover=recover,
-            version_of=lambda: service.visible_instance(actor, instance_id).version,
+            entity_of=lambda: service.visible_instance(actor, instance_id),
         )
 
 

@@ -125,7 +125,7 @@ class TaskController(Controller):
 
         return await run_command(
             request, services, name, decide, payload=payload, recover=recover,
-            version_of=lambda: service.visible_task(request.user, task_id).version,
+            entity_of=lambda: service.visible_task(request.user, task_id),
         )
 
 
