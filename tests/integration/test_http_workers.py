@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,21 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def test_two_worker_processes_serve_one_port(database_server: Database, tmp_path: Path) -> None:
+@pytest.fixture
+def database(database_server: Database) -> Iterator[Database]:
+    """A schema of its own, dropped whatever the test does."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     database = Database(**{**database_server.__dict__, "schema": schema})
     ensure_database(database)
+    try:
+        yield database
+    finally:
+        with psycopg.connect(database.conninfo(), autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_two_worker_processes_serve_one_port(database: Database, tmp_path: Path) -> None:
+    schema = database.schema
     port = free_port()
     env = {**os.environ, "SKILLBASE_WORKFLOW_DATABASE_HOST": database.host,
            "SKILLBASE_WORKFLOW_DATABASE_PORT": str(database.port), "SKILLBASE_WORKFLOW_DATABASE_NAME": database.name,
@@ -91,8 +103,6 @@ def test_two_worker_processes_serve_one_port(database_server: Database, tmp_path
         assert len(started) == 1
     finally:
         service.close()
-        with psycopg.connect(database.conninfo(), autocommit=True) as connection:
-            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _ready(url: str) -> bool:
