@@ -190,18 +190,18 @@ def test_rebuild_switches_under_a_live_runner_without_losing_events(app: Any) ->
 
 def test_a_busy_log_is_applied_in_paced_batches_and_a_quiet_one_at_once(app: Any) -> None:
     _skill, credential = setup_catalog(app)
-    runner = ProjectionRunner(TaskInbox(), EventLog.of(app), idle_wait=5.0, batch_interval=0.5).start()
+    runner = ProjectionRunner(TaskInbox(), EventLog.of(app), idle_wait=5.0, batch_interval=1.5).start()
     try:
         _wait(lambda: runner.is_leader, what="a leader")
         wait_caught_up(app, [TaskInbox()])
-        time.sleep(0.6)  # quiet for longer than the interval
+        time.sleep(1.6)  # quiet for longer than the interval
         began = time.monotonic()
         app.start_instance(learner(0), credential)
         _wait(lambda: runner.handled >= 1, what="the first event after a pause")
-        assert time.monotonic() - began < 0.4, "a quiet log is applied at once, not an interval later"
+        assert time.monotonic() - began < 1.0, "a quiet log is applied at once, not an interval later"
 
         batches = runner.batches
-        for number in range(1, 7):  # six commands, 0.1 s apart, within ~0.6 s
+        for number in range(1, 7):  # six commands, 0.1 s apart, well within one interval
             app.start_instance(learner(number), credential)
             time.sleep(0.1)
         wait_caught_up(app, [TaskInbox()])
