@@ -18,7 +18,7 @@ from uuid import UUID, uuid4
 
 import isodate
 import psycopg
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, project_aggregate
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import EnvType
 
@@ -152,9 +152,7 @@ class WorkflowApplication(Application[UUID]):
     def visible_instance_with_history(self, actor: Actor, instance_id: UUID) -> tuple[WorkflowInstance, list[Any]]:
         """The instance and its events, read and decoded once; NotFound as ``visible_instance``."""
         events = list(self.events.get(instance_id))
-        instance: Any = None
-        for event in events:
-            instance = event.mutate(instance)
+        instance = project_aggregate(None, events)
         if not isinstance(instance, WorkflowInstance) or not instance.can_view(actor):
             raise NotFound(f"instance {instance_id} not found")
         return instance, events

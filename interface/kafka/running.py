@@ -31,6 +31,8 @@ async def _main(service: Any, start: Callable[[Any, asyncio.Event], Any]) -> int
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
+        # Not every loop can (Windows raises NotImplementedError, a loop outside the main
+        # thread RuntimeError); there Ctrl-C still ends the process, only less gracefully.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     await start(service, stop)

@@ -406,10 +406,9 @@ class JuiceFsVolume:
 
 @pytest.fixture
 def juicefs_volume(tmp_path: Path) -> Iterator[JuiceFsVolume]:
-    if not os.path.exists("/dev/fuse"):
-        if os.environ.get("SKILLBASE_TEST_REQUIRE_FUSE") == "1":
-            pytest.fail("no /dev/fuse, but this run requires it (SKILLBASE_TEST_REQUIRE_FUSE=1)")
-        pytest.skip("no /dev/fuse: the JuiceFS outage test needs FUSE")
+    from tests.fixtures import juicefs
+
+    juicefs.require_fuse()
     volume = JuiceFsVolume(tmp_path / "juicefs")
     volume.base.mkdir()
     volume.format()
