@@ -21,6 +21,8 @@ from interface.examples import load_example_catalog
 
 log = logging.getLogger("skillbase.workflow.serve")
 
+EXAMPLE_ATTEMPTS = 5  # each lost race means another replica saved something: it ends
+
 DEMO_USERS = (
     ("learner", "learner-lin", [], "lin@example.org"),
     ("assessor", "assessor-ada", ["assessor"], "ada@example.org"),
@@ -105,15 +107,21 @@ def app_from_environment() -> Any:
 
 
 def _load_examples(settings: Settings, service: Any) -> None:
-    if settings.load_example_catalog and not service.recorder.max_notification_id():
+    if not settings.load_example_catalog or service.recorder.max_notification_id():
+        return
+    for attempt in range(1, EXAMPLE_ATTEMPTS + 1):
         try:
             skill_id, credential_id = load_example_catalog(service)
+            break
         except Conflict:
-            # Another replica, started at the same moment on the same empty store, saved the
-            # same skill or credential first. Catalog upserts ignore versions they already
-            # have, so loading again completes what is missing and changes nothing else.
-            skill_id, credential_id = load_example_catalog(service)
-        log.info("example catalog loaded", extra={"skill_id": skill_id, "credential_id": credential_id})
+            # Another replica (or worker process), started at the same moment on the same
+            # empty store, saved the same skill or credential first; with several of them the
+            # skill and the credential can each be lost to a different one. Catalog upserts
+            # ignore versions they already have, so loading again completes what is missing
+            # and changes nothing else.
+            if attempt == EXAMPLE_ATTEMPTS:
+                raise
+    log.info("example catalog loaded", extra={"skill_id": skill_id, "credential_id": credential_id})
 
 
 def banner(settings: Settings) -> str:
