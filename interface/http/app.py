@@ -27,6 +27,7 @@ from application.database import Database, open_database
 from application.idempotency import IdempotencyStore
 from application.service import WorkflowService
 from application.settings import Settings
+from domain.errors import InvalidInput, Problem
 from interface.http.auth import PUBLIC_PATHS, BearerAuthentication, verifier_from
 from interface.http.controllers import CONTROLLERS
 from interface.http.observability import Metrics, ObservabilityMiddleware
@@ -107,7 +108,7 @@ def create_app(
         dependencies={"services": Provide(_services, sync_to_thread=False)},
         middleware=[ObservabilityMiddleware, DefineMiddleware(BearerAuthentication, exclude=PUBLIC_PATHS)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        before_request=require_json_body,
+        before_request=check_request,
         openapi_config=openapi_config(API_VERSION),
         request_max_body_size=max(1024 * 1024, 2 * settings.bundle_max_bytes + 64 * 1024),
         debug=False,
@@ -119,10 +120,16 @@ def _services(state: State) -> Services:
     return state.services
 
 
-async def require_json_body(request: Request) -> None:
-    """415 for a body that is not JSON, on routes that take JSON (all but those that declare
-    ``opt={"accepts": (...)}``, such as file uploads)."""
-    if request.method not in ("POST", "PUT", "PATCH"):
+async def check_request(request: Request) -> None:
+    """Before every handler. A NUL character in a query parameter is a 422 naming it:
+    PostgreSQL text cannot hold one, and the filters reach SQL. A body that is not JSON is a
+    415 on routes that take JSON (all but those that declare ``opt={"raw_body": True}``, the
+    file upload, or ``opt={"accepts": (...)}``)."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise InvalidInput("a query parameter holds a NUL character",
+                               [Problem(f"query:{name.replace(chr(0), '')}", "NUL (\\u0000) is not allowed")])
+    if request.method not in ("POST", "PUT", "PATCH") or request.route_handler.opt.get("raw_body"):
         return
     accepts = request.route_handler.opt.get("accepts", JSON_TYPES)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -156,3 +156,27 @@ def test_the_audit_trail_takes_the_aggregate_id_or_the_catalog_id(
     other = "instance" if entity == "definition" else "task"
     assert client.get(f"/audit/{other}/{catalog_id}", headers=admin).status_code == 404
     assert client.get(f"/audit/{entity}/00000000-0000-4000-8000-000000000000", headers=admin).status_code == 404
+
+
+@pytest.mark.parametrize(("path", "parameter"), [
+    ("/dashboard", "credential_id"), ("/dashboard", "skill_id"), ("/tasks", "credential_id"),
+    ("/tasks", "skill_id"), ("/instances", "credential_id"), ("/instances", "user_id"),
+    ("/definitions", "unknown"),
+])
+def test_a_nul_character_in_a_query_parameter_is_a_422_naming_it(client: Any, settings: Any, path: str,
+                                                                   parameter: str) -> None:
+    """PostgreSQL text cannot hold NUL: found by schemathesis as a 500 on /dashboard."""
+    answer = client.get(path, params={parameter: "a\x00b"}, headers=auth(settings, *ADMIN))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"] == [{"path": f"query:{parameter}", "message": "NUL (\\u0000) is not allowed"}]
+
+
+def test_a_nul_character_reaches_no_route_not_even_the_upload(client: Any, settings: Any) -> None:
+    learner = auth(settings, *LEARNER)
+    instance = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner).json()["id"]
+    answer = client.post(f"/instances/{instance}/files", params={"x\x00": "1"}, content=b"notes",
+                         headers={**learner, "Content-Type": "text/plain"})
+    assert answer.status_code == 422 and answer.json()["errors"][0]["path"] == "query:x"
+    stored = client.post(f"/instances/{instance}/files", content=b"notes",
+                         headers={**learner, "Content-Type": "text/plain"})
+    assert stored.status_code == 201, stored.text  # any media type still reaches the upload
