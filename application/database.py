@@ -35,8 +35,9 @@ class Database:
         )
 
     def eventsourcing_env(self, settings: Settings) -> dict[str, str]:
-        """The eventsourcing persistence settings (never with database functions on:
-        subscribers would miss events, see DESIGN.md)."""
+        """The eventsourcing persistence settings (never with eventsourcing's database
+        functions on: they insert without the table lock, so subscribers would miss events,
+        see DESIGN.md; ours keeps the lock, ADR 0010)."""
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": self.name,
@@ -54,6 +55,8 @@ class Database:
             # commits, and eventsourcing retries the call on a fresh one.
             "POSTGRES_PRE_PING": "n",
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+            # A command's events in one round trip, under the same table lock (ADR 0010).
+            "PROCESS_RECORDER_TOPIC": "application.event_recorder:LockedInsertRecorder",
         }
         if self.schema:
             env["POSTGRES_SCHEMA"] = self.schema
