@@ -124,7 +124,8 @@ async def check_request(request: Request) -> None:
     """Before every handler. A NUL character in a query parameter is a 422 naming it:
     PostgreSQL text cannot hold one, and the filters reach SQL. A body that is not JSON is a
     415 on routes that take JSON (all but those that declare ``opt={"raw_body": True}``, the
-    file upload, or ``opt={"accepts": (...)}``)."""
+    file upload, or ``opt={"accepts": (...)}``). A request without a body passes whatever
+    type it declares: some clients label an empty POST ``application/octet-stream``."""
     for name, value in request.query_params.multi_items():
         if "\x00" in name or "\x00" in value:
             raise InvalidInput("a query parameter holds a NUL character",
@@ -134,7 +135,7 @@ async def check_request(request: Request) -> None:
     accepts = request.route_handler.opt.get("accepts", JSON_TYPES)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
-    if not has_body and not content_type:
+    if not has_body:
         return
     if content_type not in accepts and not content_type.endswith("+json"):
         raise HTTPException(status_code=415, detail=f"send the body as {' or '.join(accepts)}")

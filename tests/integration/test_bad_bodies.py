@@ -36,3 +36,21 @@ def test_a_bad_query_parameter_names_where_it_came_from(client: Any, settings: A
     response = client.get("/instances?limit=-1", headers=auth(settings, "learner-lin"))
     assert response.status_code in (400, 422), response.text
     assert any(error["path"].startswith("query:") for error in response.json()["errors"])
+
+
+def test_a_body_in_another_type_is_a_415_but_an_empty_post_is_not_judged_by_its_label(
+    client: Any, settings: Any
+) -> None:
+    learner = auth(settings, "learner-lin")
+    refused = client.post("/instances", content=b"credential_id=x",
+                          headers={**learner, "Content-Type": "application/x-www-form-urlencoded"})
+    assert refused.status_code == 415, refused.text
+    assert refused.json()["detail"].startswith("send the body as application/json")
+    started = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
+                          headers=learner).json()
+    task = started["open_task_ids"][0]
+    # aiohttp labels a POST without a body application/octet-stream; there is nothing to judge
+    claimed = client.post(f"/tasks/{task}/claim", content=b"",
+                            headers={**learner, "Content-Type": "application/octet-stream"})
+    assert claimed.status_code != 415, claimed.text
+    assert claimed.status_code == 200, claimed.text
