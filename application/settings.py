@@ -88,6 +88,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # API worker processes on the one port (replicas on one host: every role in each of
     # them is safe, ADR 0006); 1 serves in this process.
     http_workers: int = 1
+    # Worker threads per API process for commands and entity reads (eventsourcing is
+    # synchronous). Few: the work is mostly CPU under one GIL, and every thread more was
+    # measured slower (ADR 0006). Read-model lists have their own threads, one per connection
+    # of the read pool (``database_pool_size``), so a list waiting for a log position never
+    # holds up a command.
+    http_command_threads: int = 4
     load_example_catalog: bool = True
 
     # Identity. With neither key set the service runs with a development HS256 key.

@@ -59,6 +59,8 @@ def create_app(
     ``run_projections`` runs the read-model projections in this process, ``run_kafka`` the
     Kafka relay and catalog consumer (when Kafka is configured), ``run_workers`` the mail
     worker and the timer scheduler: ``serve`` does all three."""
+    if settings.http_command_threads < 1:
+        raise ValueError(f"SKILLBASE_WORKFLOW_HTTP_COMMAND_THREADS must be at least 1, got {settings.http_command_threads}")
     metrics = Metrics()
 
     @asynccontextmanager

@@ -1,8 +1,10 @@
 """What the controllers use, opened once in the app's lifespan: the workflow service,
 the idempotency store, a small pool for the API's own queries, the metrics.
 
-eventsourcing and psycopg are synchronous, so every call goes through ``run``: a worker
-thread from a bounded pool, sized to the database pool so threads never queue on it.
+eventsourcing and psycopg are synchronous, so every call goes through ``run`` (commands and
+entity reads: ``http_command_threads`` worker threads) or ``read`` (read-model lists: one
+thread per connection of the read pool, so they never queue on it). Two bulkheads: lists
+that wait for a log position cannot take the threads commands need.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ class Services:
     idempotency: IdempotencyStore
     metrics: Metrics
     queries: Any = None  # application.queries, once the read models exist
-    limiter: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(16))
+    limiter: CapacityLimiter = field(init=False)
+    read_limiter: CapacityLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = CapacityLimiter(self.settings.http_command_threads)
+        self.read_limiter = CapacityLimiter(max(2, self.settings.database_pool_size))
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self.limiter)
@@ -46,7 +53,7 @@ class Services:
             self.check_log_position(wait_for)
             return fn(*args, wait_for=wait_for, **kwargs)
 
-        return await self.run(query)
+        return await anyio.to_thread.run_sync(query, limiter=self.read_limiter)
 
     def check_log_position(self, wait_for: int | None) -> None:
         if wait_for is None:

@@ -1,0 +1,53 @@
+"""Lists that wait for a log position run on threads of their own: however many wait, a
+command still gets a thread at once (interface/http/services.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import msgspec
+import pytest
+
+from interface.examples import load_example_catalog
+from interface.http.testing import ADMIN, LEARNER, api_client, auth
+
+pytestmark = pytest.mark.integration
+
+CREDENTIAL = "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"
+
+
+def test_lists_waiting_for_the_log_do_not_hold_up_commands(app: Any, settings: Any, schema_database: Any) -> None:
+    load_example_catalog(app)
+    # one command thread, two read threads; no projections, so a list that waits for a
+    # position waits out its whole bound (5 s) for read models that never come
+    settings = msgspec.structs.replace(settings, http_command_threads=1, database_pool_size=2)
+    head = app.recorder.max_notification_id()
+    with api_client(settings, app, schema_database) as client:
+        waited: list[tuple[int, float]] = []
+
+        def wait_on_a_list() -> None:
+            began = time.monotonic()
+            answer = client.get("/instances", params={"wait_for": head}, headers=auth(settings, *ADMIN))
+            waited.append((answer.status_code, time.monotonic() - began))
+
+        lists = [threading.Thread(target=wait_on_a_list) for _ in range(3)]
+        for thread in lists:
+            thread.start()
+        time.sleep(0.5)  # the three lists hold both read threads (and one waits for a thread)
+        began = time.monotonic()
+        started = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=auth(settings, *LEARNER))
+        took = time.monotonic() - began
+        for thread in lists:
+            thread.join(30)
+    assert started.status_code == 201, started.text
+    assert took < 2.0, f"the command waited {took:.1f} s behind lists"
+    assert len(waited) == 3 and all(status == 503 and seconds > 4 for status, seconds in waited), waited
+
+
+def test_the_command_threads_setting_is_checked(app: Any, settings: Any, schema_database: Any) -> None:
+    settings = msgspec.structs.replace(settings, http_command_threads=0)
+    with pytest.raises(ValueError, match="HTTP_COMMAND_THREADS must be at least 1, got 0"):
+        with api_client(settings, app, schema_database):
+            pass
