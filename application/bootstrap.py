@@ -15,6 +15,8 @@ from application.settings import Settings
 def bootstrap(
     settings: Settings, *, database: Database | None = None, clock: Clock = utc_now
 ) -> WorkflowService:
+    if settings.files_max_per_instance < 1:
+        raise ValueError(f"SKILLBASE_WORKFLOW_FILES_MAX_PER_INSTANCE must be at least 1, got {settings.files_max_per_instance}")
     database = database or open_database(settings)
     service = WorkflowService(
         env=database.eventsourcing_env(settings),
@@ -23,6 +25,7 @@ def bootstrap(
         bundle_max_bytes=settings.bundle_max_bytes,
     )
     service.message_keep = timedelta(seconds=settings.message_keep_seconds)
+    service.files_max_per_instance = settings.files_max_per_instance
     return service
 
 

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from application.app import WorkflowApplication
-from domain.errors import Conflict, NotAllowed, NotFound
+from domain.errors import NotFound
 from domain.identity import Actor
 from domain.instance import WorkflowInstance
 
@@ -30,13 +30,12 @@ class FileReference(NamedTuple):
 
 
 class FileCommands(WorkflowApplication):
+    files_max_per_instance: int | None = 100  # set from settings by bootstrap
+
     def check_can_upload(self, actor: Actor, instance_id: UUID) -> None:
-        """Raises unless ``actor`` may add files to the instance (before any byte is read)."""
+        """Raises unless ``actor`` may add a file to the instance (before any byte is read)."""
         instance = self.visible_instance(actor, instance_id)
-        if not (actor.is_admin or actor.user_id == instance.user_id):
-            raise NotAllowed("only the learner or an admin can add files to this instance")
-        if not instance.is_running:
-            raise Conflict(f"the instance is {instance.status}")
+        instance.check_can_attach(actor, max_files=self.files_max_per_instance)
 
     def attach_file(
         self, actor: Actor, instance_id: UUID, *, file_id: UUID, extension: str, media_type: str,
@@ -52,7 +51,7 @@ class FileCommands(WorkflowApplication):
             "name": _clean_name(name),
             "uploaded_by": actor.user_id,
         }
-        instance.attach_file(actor, file)
+        instance.attach_file(actor, file, max_files=self.files_max_per_instance)
         self.save_all(instance)
         return file
 

@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # that is not mounted must be an outage, not a silently filling local disk).
     files_require_mount: bool = True
     files_max_bytes: int = 100 * 1024 * 1024
+    # Files one instance may hold: each is an event that every load of the instance decodes.
+    files_max_per_instance: int = 100
     files_allowed_types: tuple[str, ...] = (
         "image/jpeg",
         "image/png",

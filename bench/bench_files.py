@@ -118,6 +118,8 @@ class Server:
                "SKILLBASE_WORKFLOW_FILES_ROOT": str(root),
                "SKILLBASE_WORKFLOW_FILES_REQUIRE_MOUNT": str(require_mount).lower(),
                "SKILLBASE_WORKFLOW_FILES_MAX_BYTES": str(200 * MB),
+               # every upload of the run goes to one instance: throughput, not the cap, is measured
+               "SKILLBASE_WORKFLOW_FILES_MAX_PER_INSTANCE": "100000",
                "SKILLBASE_WORKFLOW_JWT_HS256_SECRET": SECRET}
         self.process = subprocess.Popen([sys.executable, "-m", "interface.cli", "serve", "--port", str(self.port)],
                                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -244,13 +244,20 @@ class WorkflowInstance(Aggregate):
         self._failed(element_id=element_id, error=error, closed_tasks=closed)
         return closed
 
-    def attach_file(self, actor: Actor, file: dict[str, Any]) -> None:
-        if not (actor.is_admin or actor.user_id == self.user_id):
-            raise NotAllowed("only the learner or an admin can add files to this instance")
-        self._require_running()
+    def attach_file(self, actor: Actor, file: dict[str, Any], *, max_files: int | None = None) -> None:
+        self.check_can_attach(actor, max_files=max_files)
         if str(file["id"]) in self.files:
             raise Conflict(f"file {file['id']} is already attached")
         self._file_attached(file=file)
+
+    def check_can_attach(self, actor: Actor, *, max_files: int | None = None) -> None:
+        """Who may add a file, while the instance runs, up to ``max_files`` files: each is an
+        event every later load of the instance decodes, so an instance's files are bounded."""
+        if not (actor.is_admin or actor.user_id == self.user_id):
+            raise NotAllowed("only the learner or an admin can add files to this instance")
+        self._require_running()
+        if max_files is not None and len(self.files) >= max_files:
+            raise Conflict(f"the instance already holds {len(self.files)} files, the most one instance may hold")
 
     def delete(self, actor: Actor) -> None:
         if not actor.is_admin:

@@ -239,6 +239,23 @@ def test_an_empty_file_is_refused(client, mounted):
     assert on_disk(mounted) == before
 
 
+def test_an_instance_holds_a_bounded_number_of_files(client, app, mounted, monkeypatch):
+    """Each file is an event every later load of the instance decodes: past the limit an
+    upload is a 409, refused before a byte is stored."""
+    monkeypatch.setattr(app, "files_max_per_instance", 3)
+    instance_id = start(client, mounted)
+    for n in range(3):
+        assert upload(client, mounted, instance_id, f"photo {n}".encode()).status_code == 201
+    before = on_disk(mounted)
+    refused = upload(client, mounted, instance_id, b"one too many")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == "the instance already holds 3 files, the most one instance may hold"
+    assert on_disk(mounted) == before
+    assert len(app.get_instance(UUID(instance_id)).files) == 3
+    other = start(client, mounted, OTHER_LEARNER)  # the limit is per instance
+    assert upload(client, mounted, other, b"first", who=OTHER_LEARNER).status_code == 201
+
+
 def test_the_mount_gone_is_503_and_nothing_is_written(app, settings, schema_database, tmp_path):
     load_example_catalog(app)
     empty_mount_point = tmp_path / "jfs"  # a directory where the volume should be mounted

@@ -205,3 +205,15 @@ def test_an_incident_is_dated_by_its_own_event_not_the_one_before() -> None:
                             reason="SMTP refused the recipient", attempts=8)
     assert instance.incidents["i-1"]["raised_at"] == instance.modified_on
     assert instance.incidents["i-1"]["raised_at"] != started_at
+
+
+def test_an_instance_holds_at_most_max_files_even_for_an_admin() -> None:
+    instance = make_instance()
+    instance.attach_file(LEARNER, {"id": "f1"}, max_files=2)
+    instance.attach_file(ADMIN, {"id": "f2"}, max_files=2)
+    with pytest.raises(Conflict, match="already holds 2 files"):
+        instance.attach_file(ADMIN, {"id": "f3"}, max_files=2)
+    with pytest.raises(Conflict, match="already holds 2 files"):
+        instance.check_can_attach(LEARNER, max_files=2)
+    instance.check_can_attach(LEARNER, max_files=3)
+    assert list(instance.files) == ["f1", "f2"]
