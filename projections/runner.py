@@ -10,7 +10,6 @@ one reconnects with backoff and stands by. Nothing stops it for good but ``stop`
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from typing import Any
@@ -18,26 +17,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from application.backoff import Backoff
 from projections.follow import Step, ensure_tables, lock_key, step
 from projections.log import EventLog
 from projections.projection import Projection
 
 log = logging.getLogger(__name__)
-
-
-class Backoff:
-    """Exponential backoff with full jitter, reset after a success."""
-
-    def __init__(self, first: float = 0.1, limit: float = 10.0) -> None:
-        self.first, self.limit, self.attempt = first, limit, 0
-
-    def next(self) -> float:
-        delay = min(self.limit, self.first * 2**self.attempt)
-        self.attempt += 1
-        return random.uniform(delay / 2, delay)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class ProjectionRunner:
@@ -56,7 +41,7 @@ class ProjectionRunner:
         self.batch_interval = batch_interval
         self._last_step = 0.0
         self.standby_wait = standby_wait
-        self.backoff = Backoff(limit=max_backoff)
+        self.backoff = Backoff(0.1, max_backoff)
         self.is_leader = False
         self.position: int | None = None
         self.handled = 0

@@ -101,3 +101,13 @@ def test_each_catalog_event_calls_its_catalog_command_with_the_tracking():
                                "description": "", "template": "credential-assessment", "tracking": tracking}),
         ("delete_credential", {"credential_id": CREDENTIAL, "version": 3, "skill_id": None, "tracking": tracking}),
     ]
+
+
+def test_every_retry_loop_uses_the_one_backoff_rule():
+    from application import backoff
+    from application.mail import retry
+    from interface.kafka import retrying
+    from projections import runner
+
+    assert retrying.Backoff is runner.Backoff is backoff.Backoff
+    assert retry.backoff_delay is backoff.backoff_delay
