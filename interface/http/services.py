@@ -2,9 +2,11 @@
 the idempotency store, a small pool for the API's own queries, the metrics.
 
 eventsourcing and psycopg are synchronous, so every call goes through ``run`` (commands and
-entity reads: ``http_command_threads`` worker threads) or ``read`` (read-model lists: one
-thread per connection of the read pool, so they never queue on it). Two bulkheads: lists
-that wait for a log position cannot take the threads commands need.
+entity reads: ``http_command_threads`` worker threads), ``read`` (read-model lists: one
+thread per connection of the read pool, so they never queue on it) or ``operate``
+(readiness and metrics: two threads of their own). Three bulkheads: lists that wait for a
+log position cannot take the threads commands need, and commands stuck on a database that
+is down cannot keep readiness from answering that it is.
 """
 
 from __future__ import annotations
@@ -37,13 +39,19 @@ class Services:
     queries: Any = None  # application.queries, once the read models exist
     limiter: CapacityLimiter = field(init=False)
     read_limiter: CapacityLimiter = field(init=False)
+    operations_limiter: CapacityLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.limiter = CapacityLimiter(self.settings.http_command_threads)
         self.read_limiter = CapacityLimiter(max(2, self.settings.database_pool_size))
+        self.operations_limiter = CapacityLimiter(2)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self.limiter)
+
+    async def operate(self, fn: Callable[..., T], *args: Any) -> T:
+        """Readiness and metrics, on threads no command or list can hold."""
+        return await anyio.to_thread.run_sync(partial(fn, *args), limiter=self.operations_limiter)
 
     async def read(self, fn: Callable[..., T], *args: Any, wait_for: int | None = None, **kwargs: Any) -> T:
         """A read-model query for a list endpoint, on a worker thread: every list checks

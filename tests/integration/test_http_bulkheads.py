@@ -1,5 +1,6 @@
-"""Lists that wait for a log position run on threads of their own: however many wait, a
-command still gets a thread at once (interface/http/services.py)."""
+"""Lists that wait for a log position, and readiness, run on threads of their own: however
+many lists wait, a command still gets a thread at once, and however long commands are stuck
+(a database that is down), readiness still answers (interface/http/services.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from domain.identity import Actor
 from interface.examples import load_example_catalog
 from interface.http.testing import ADMIN, LEARNER, api_client, auth
 
@@ -44,6 +46,33 @@ def test_lists_waiting_for_the_log_do_not_hold_up_commands(app: Any, settings: A
     assert started.status_code == 201, started.text
     assert took < 2.0, f"the command waited {took:.1f} s behind lists"
     assert len(waited) == 3 and all(status == 503 and seconds > 4 for status, seconds in waited), waited
+
+
+def test_readiness_answers_while_every_command_thread_is_stuck(
+    app: Any, settings: Any, schema_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_example_catalog(app)
+    settings = msgspec.structs.replace(settings, http_command_threads=1)
+    started = app.start_instance(Actor.of(LEARNER[0]), CREDENTIAL)
+    task = app.get_instance(started).open_tasks[0]
+    release = threading.Event()
+
+    def stuck(*_args: Any, **_kwargs: Any) -> None:  # a command waiting on a database that is down
+        release.wait(10)
+
+    monkeypatch.setattr(app, "claim_task", stuck)
+    with api_client(settings, app, schema_database) as client:
+        command = threading.Thread(target=client.post, args=(f"/tasks/{task}/claim",),
+                                   kwargs={"headers": auth(settings, *LEARNER)})
+        command.start()
+        time.sleep(0.3)  # the one command thread is held
+        began = time.monotonic()
+        ready = client.get("/ready")
+        took = time.monotonic() - began
+        release.set()
+        command.join(10)
+    assert ready.status_code == 200, ready.text
+    assert took < 2.0, f"readiness waited {took:.1f} s behind a stuck command"
 
 
 def test_the_command_threads_setting_is_checked(app: Any, settings: Any, schema_database: Any) -> None:

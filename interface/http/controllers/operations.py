@@ -39,7 +39,7 @@ class OperationsController(Controller):
     async def ready(self, request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Response[schemas.Readiness]:
         """The database answers. Needs no token; 503 with Retry-After when it does not."""
         try:
-            await services.run(services.database_answers)
+            await services.operate(services.database_answers)
         except Exception:  # noqa: BLE001 - any failure means: not ready
             return problem(request, 503, "the database is not answering", headers={"Retry-After": "5"})
         return Response(schemas.Readiness(status="ready", database="ok"))
@@ -48,7 +48,7 @@ class OperationsController(Controller):
     async def metrics(self, request: Request[Actor, Any, Any], services: NamedDependency[Services]) -> Response[bytes]:
         """Request rate and latency per route, commands by type and result, event log head."""
         require_admin(request.user, "read metrics")
-        body = await services.run(generate_latest, services.metrics.registry)
+        body = await services.operate(generate_latest, services.metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @get("/dashboard", responses=errors(400, 403, 422), summary="Dashboard (admins)")
