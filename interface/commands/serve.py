@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 from typing import Any
 
 import msgspec
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     log_level = args.log_level if args.log_level.upper() != "WARNING" else "INFO"
     configure_json_logging(log_level)
     roles = ServeRoles(api_only=args.api_only, log_level=log_level)
+    _exit_cleanly_on_sigterm()
     common = {"host": settings.http_host, "port": settings.http_port, "log_config": None, "access_log": False,
               "server_header": False}
     if settings.http_workers == 1:
@@ -80,6 +82,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 ROLES_VARIABLE = "SKILLBASE_WORKFLOW_SERVE_ROLES"
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
+    handler it found; under the default one the process dies there, before its ``atexit``
+    handlers, and the embedded PostgreSQL (stopped by one) was left running. With this
+    handler the process exits normally once uvicorn is done."""
+    def exit_now(_signal: int, _frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, exit_now)
 
 
 class ServeRoles(msgspec.Struct, frozen=True):

@@ -168,3 +168,45 @@ def test_the_api_keeps_its_openapi_promises(server: Server) -> None:
     assert not failures, "\n\n".join(failures)
     assert sum(seen.values()) >= 3 * len(operations) and any(200 <= s < 300 for s in seen), seen
     print(len(operations), "operations", seen)
+
+
+def test_serve_on_the_embedded_defaults_stops_its_database_on_sigterm(tmp_path: Path) -> None:
+    """``scripts/serve``'s setup (no database configured: the embedded PostgreSQL). A graceful
+    stop (SIGTERM, as from a supervisor) must also stop the database it started: uvicorn
+    re-raises the signal after shutting down, which used to kill the process before the
+    handler that stops the database ran, leaving a postmaster behind."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SKILLBASE_WORKFLOW_")}
+    env.update({"SKILLBASE_WORKFLOW_DATA_DIR": str(tmp_path), "SKILLBASE_WORKFLOW_HTTP_PORT": str(port),
+                "SKILLBASE_WORKFLOW_HTTP_HOST": "127.0.0.1"})
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "interface.cli", "serve", "--api-only"], cwd=ROOT,
+                               env=env, stdout=log, stderr=log)
+    postmaster = tmp_path / "pgdata" / "postmaster.pid"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            time.sleep(0.3)
+        assert postmaster.exists(), "the embedded PostgreSQL is running while serve runs"
+        server_pid = int(postmaster.read_text().split()[0])
+    finally:
+        stop(process, timeout=60)
+        log.close()
+    assert process.returncode == 0, (tmp_path / "server.log").read_text()[-2000:]
+    assert not postmaster.exists()
+    assert _gone_or_zombie(server_pid), f"the embedded PostgreSQL (pid {server_pid}) still runs"
+
+
+def _gone_or_zombie(pid: int) -> bool:
+    """A process that exited; its parent may not have reaped it yet (a zombie holds nothing)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
