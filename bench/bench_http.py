@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -377,6 +378,7 @@ def main() -> None:
                 process.wait(20)
         with psycopg.connect(database.conninfo(), autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        shutil.rmtree(data_dir, ignore_errors=True)  # the evidence files and the dev key
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -125,6 +126,7 @@ def main() -> None:
         finally:
             with psycopg.connect(database.conninfo(), autocommit=True) as connection:
                 connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            shutil.rmtree(f"/tmp/{schema}", ignore_errors=True)
     base, loaded = results["baseline"][1], results["loaded"][1]
     print(f"\nRSS with {args.instances:,} running instances: {loaded:.0f} MB "
           f"(baseline with 1: {base:.0f} MB; ratio {loaded / base:.2f}); target < 500 MB")
