@@ -233,10 +233,10 @@ class WorkflowApplication(Application[UUID]):
             raise Conflict(f"skill {definition.skill_id} is not deployed")
         pinned_definition, number = deployment.pinned_version(credential_id)
         version = self.definition_version(pinned_definition, number)
+        # A given id (from an Idempotency-Key) that was started already is found by the save
+        # below, which refuses a second first event: no load beforehand, on every start.
         if instance_id is None:
             instance_id = uuid4()
-        elif self._find(WorkflowInstance, instance_id) is not None:
-            return self._same_start(actor, credential_id, instance_id)
         step = self.engine.start(self._spec_ref(pinned_definition, version), data={}, now=self.clock())
         opened = [task_id(instance_id, ready.engine_task_id) for ready in step.ready]
         instance = WorkflowInstance(

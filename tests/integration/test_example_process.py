@@ -458,3 +458,18 @@ def test_a_credential_moving_to_another_skill_moves_its_pin(app: WorkflowService
     assert "cred-e" in app.get_deployment("skill-f").pins
     instance = app.get_instance(app.start_instance(LIN, "cred-e"))
     assert instance.skill_id == "skill-f"
+
+
+def test_a_start_with_an_id_already_started_answers_that_instance_and_stores_nothing(app: WorkflowService) -> None:
+    """The id an Idempotency-Key gives: the second start of it is found by the save (no load
+    beforehand), answered with the first instance, and stores no second instance or task."""
+    _skill, credential_id = load_example_catalog(app)
+    wanted = uuid4()
+    assert app.start_instance(LIN, credential_id, wanted) == wanted
+    head = app.recorder.max_notification_id()
+    assert app.start_instance(LIN, credential_id, wanted) == wanted
+    assert app.recorder.max_notification_id() == head  # nothing stored by the repeat
+    assert app.get_instance(wanted).version == 1
+    with pytest.raises(Conflict, match="already exists for another start"):
+        app.start_instance(SAM, credential_id, wanted)
+    assert app.recorder.max_notification_id() == head
