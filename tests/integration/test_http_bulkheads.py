@@ -77,6 +77,6 @@ def test_readiness_answers_while_every_command_thread_is_stuck(
 
 def test_the_command_threads_setting_is_checked(app: Any, settings: Any, schema_database: Any) -> None:
     settings = msgspec.structs.replace(settings, http_command_threads=0)
-    with pytest.raises(ValueError, match="HTTP_COMMAND_THREADS must be at least 1, got 0"):
-        with api_client(settings, app, schema_database):
-            pass
+    with pytest.raises(ValueError, match="HTTP_COMMAND_THREADS must be at least 1, got 0"), \
+            api_client(settings, app, schema_database):
+        pass
