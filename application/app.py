@@ -115,6 +115,25 @@ class WorkflowApplication(Application[UUID]):
             raise NotFound(f"{what} {aggregate_id} not found")
         return aggregate
 
+    def _get_many(self, cls: type[A], aggregate_ids: list[UUID], what: str) -> list[A]:
+        """The aggregates of ``aggregate_ids``, in that order, from one read of the store
+        (where the recorder can; one by one otherwise); NotFound as ``_get``."""
+        select_many = getattr(self.recorder, "select_events_of", None)
+        if select_many is None or len(aggregate_ids) < 2:
+            return [self._get(cls, aggregate_id, what) for aggregate_id in aggregate_ids]
+        if not all(isinstance(aggregate_id, UUID) for aggregate_id in aggregate_ids):
+            return [self._get(cls, aggregate_id, what) for aggregate_id in aggregate_ids]
+        events: dict[UUID, list[Any]] = {aggregate_id: [] for aggregate_id in aggregate_ids}
+        for stored in select_many(list(events)):
+            events[stored.originator_id].append(self.mapper.to_domain_event(stored))
+        found = []
+        for aggregate_id in aggregate_ids:
+            aggregate = project_aggregate(None, events[aggregate_id]) if events[aggregate_id] else None
+            if not isinstance(aggregate, cls):
+                raise NotFound(f"{what} {aggregate_id} not found")
+            found.append(aggregate)
+        return found
+
     def _find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         try:
             return self._get(cls, aggregate_id, "entity")
@@ -126,6 +145,10 @@ class WorkflowApplication(Application[UUID]):
 
     def get_task(self, task_id_: UUID) -> WorkflowTask:
         return self._get(WorkflowTask, task_id_, "task")
+
+    def get_tasks(self, task_ids: list[UUID]) -> list[WorkflowTask]:
+        """Several tasks (an instance's), in the order given, read together."""
+        return self._get_many(WorkflowTask, list(task_ids), "task")
 
     def get_definition(self, credential_id: str) -> WorkflowDefinition:
         return self._get(WorkflowDefinition, definition_id(credential_id), "definition of credential")
@@ -352,7 +375,7 @@ class WorkflowApplication(Application[UUID]):
             instance.complete(result=outcome, end_element_id=step.end_element_id or "", evidence=evidence)
 
     def _cancel_tasks(self, task_ids: list[UUID], *, reason: str) -> list[WorkflowTask]:
-        tasks = [self.get_task(tid) for tid in task_ids]
+        tasks = self.get_tasks(task_ids)
         for task in tasks:
             task.cancel(reason)
         return tasks

@@ -12,12 +12,16 @@ does not lock the table.
 
 A write that carries a ``Tracking`` record (a consumed Kafka message) keeps the library's
 path, which inserts the tracking row in the same transaction; both paths take the same lock.
+
+It also reads the events of several aggregates in one statement (``select_events_of``): an
+instance's tasks are loaded together, not one round trip each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
@@ -64,6 +68,21 @@ class LockedInsertRecorder(PostgresProcessRecorder):
         self._call_statement = SQL("SELECT * FROM {schema}.{function}(%s)").format(
             schema=schema, function=Identifier(FUNCTION)
         )
+        self._select_many_statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(schema=schema, table=Identifier(self.events_table_name))
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every event of several aggregates in one statement, each aggregate's in order."""
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(self._select_many_statement, (list(originator_ids),), prepare=True)
+            return [
+                StoredEvent(originator_id=row["originator_id"], originator_version=row["originator_version"],
+                            topic=row["topic"], state=bytes(row["state"]))
+                for row in cursor.fetchall()
+            ]
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         if kwargs.get("tracking") is not None or not stored_events:

@@ -95,7 +95,7 @@ class FileCommands(WorkflowApplication):
         """The candidate groups of the tasks this instance has had: a group's members may
         read its evidence once the process has given that group work, not before, and not
         merely because the definition has a lane for it."""
-        groups = {self.get_task(task_id).candidate_group for task_id in instance.all_tasks}
+        groups = {task.candidate_group for task in self.get_tasks(list(instance.all_tasks))}
         groups.discard(None)
         return groups
 

@@ -102,3 +102,28 @@ def _conninfo(app: Any) -> str:
         dbname=kwargs.get("dbname"), host=kwargs.get("host"), port=kwargs.get("port"),
         user=kwargs.get("user"), password=kwargs.get("password") or None,
     )
+
+
+def test_several_tasks_load_together_exactly_as_one_by_one(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from application.contract import state_of
+    from domain.errors import NotFound
+    from domain.task import WorkflowTask
+
+    _skill, credential = load_example_catalog(app)
+    instances = [app.start_instance(Actor.of(f"learner-{n}"), credential) for n in range(3)]
+    task_ids = [task for instance in instances for task in app.get_instance(instance).all_tasks]
+    app.reassign_task(Actor.of("root", "admin"), task_ids[1], "learner-9")  # one with two events
+    one_by_one = [app.get_task(task) for task in task_ids]
+    assert one_by_one[1].version == 2
+    singles: list[Any] = []
+    monkeypatch.setattr(app.recorder, "select_events", lambda *a, **k: singles.append(a) or [])
+    together = app.get_tasks(list(reversed(task_ids)))
+    assert singles == []  # one statement for all of them, not a read each
+    assert [t.id for t in together] == list(reversed(task_ids))
+    assert all(isinstance(t, WorkflowTask) for t in together)
+    assert [state_of(t) for t in reversed(together)] == [state_of(t) for t in one_by_one]
+    assert [t.version for t in reversed(together)] == [t.version for t in one_by_one]
+    with pytest.raises(NotFound):
+        app.get_tasks([task_ids[0], uuid4()])
+    with pytest.raises(NotFound):  # an instance is not a task
+        app.get_tasks([task_ids[0], instances[0]])

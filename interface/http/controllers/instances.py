@@ -70,7 +70,7 @@ class InstanceController(Controller):
 
         def load() -> tuple[Any, schemas.InstanceDetail]:
             instance, events = service.visible_instance_with_history(request.user, instance_id)
-            tasks = [service.get_task(task_id) for task_id in instance.open_tasks]
+            tasks = service.get_tasks(instance.open_tasks)
             return instance, views.instance_detail(instance, tasks, events)
 
         instance, body = await services.run(load)
