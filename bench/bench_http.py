@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,32 +47,15 @@ from application.engine.runner import Engine, SpecRef  # noqa: E402
 from application.settings import load_settings  # noqa: E402
 from domain.identity import Actor  # noqa: E402
 from interface.http.testing import token_for  # noqa: E402
+from serving import free_port, rss_mb, wait_until_ready  # noqa: E402
 
 CREDENTIAL = "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"
 SUBMIT = "My fillet weld on 6 mm mild steel, photographed after cleaning."
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of the process and its children (the workers of ``--workers``)."""
-    total = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            total += int(line.split()[1]) / 1024
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    for child in (children.read_text().split() if children.exists() else []):
-        total += rss_mb(int(child))
-    return total
 
 
 # -- the HTTP run ------------------------------------------------------------------------------
@@ -305,13 +287,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     service = None
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until_ready(url, server, 90)
         service = bootstrap(settings)
         files = open_file_store(settings)
         if args.api_only:

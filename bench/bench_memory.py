@@ -35,21 +35,7 @@ from application.settings import load_settings  # noqa: E402
 from domain.identity import Actor  # noqa: E402
 from interface.examples import load_example_catalog  # noqa: E402
 from interface.http.testing import auth  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from serving import free_port, rss_mb, wait_until_ready  # noqa: E402
 
 
 def populate(settings, count: int, threads: int) -> list[str]:
@@ -84,13 +70,7 @@ def measure(settings, env: dict[str, str], ids: list[str], requests: int) -> tup
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until_ready(url, server, 60)
         after_start = rss_mb(server.pid)
         headers = auth(settings, "admin-avi", ["admin"])
         with httpx.Client(base_url=url, headers=headers, timeout=10) as client:

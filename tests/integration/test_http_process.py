@@ -37,6 +37,22 @@ def only_open_task(client: Any, headers: dict[str, str], instance_id: str) -> st
     return task_id
 
 
+def submit_evidence(client: Any, app: Any, settings: Any, learner: dict[str, str], instance_id: str) -> Any:
+    """The learner completes *Submit evidence* with an attached file; the answer."""
+    submit = only_open_task(client, learner, instance_id)
+    file_id = attach_evidence(app, settings, instance_id)
+    return client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+        "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
+
+
+def to_assessment(client: Any, app: Any, settings: Any, learner: dict[str, str]) -> tuple[str, str]:
+    """A new instance of the example credential, its evidence submitted: (instance, assess task)."""
+    instance_id = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
+                              headers=learner).json()["id"]
+    submit_evidence(client, app, settings, learner, instance_id)
+    return instance_id, only_open_task(client, learner, instance_id)
+
+
 def run_process(client: Any, app: Any, settings: Any, score: int) -> dict[str, Any]:
     learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
     credential = "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"
@@ -104,13 +120,7 @@ def test_form_errors_name_each_field(client: Any, settings: Any) -> None:
 def test_conflicts_are_409(client: Any, app: Any, settings: Any) -> None:
     learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
     other_assessor = auth(settings, "assessor-bo", ["assessor"])
-    instance_id = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
-                              headers=learner).json()["id"]
-    submit = only_open_task(client, learner, instance_id)
-    file_id = attach_evidence(app, settings, instance_id)
-    client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
-        "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
-    assess = only_open_task(client, learner, instance_id)
+    instance_id, assess = to_assessment(client, app, settings, learner)
     assert client.post(f"/tasks/{assess}/claim", headers=assessor).status_code == 200
     taken = client.post(f"/tasks/{assess}/claim", headers=other_assessor)
     assert taken.status_code == 409 and taken.json()["type"] == "/problems/conflict"
@@ -132,10 +142,7 @@ def test_a_command_answers_the_state_it_saved_and_the_position_of_its_last_event
     assert int(started.headers["workflow-log-position"]) == app.recorder.max_notification_id()
     fresh = client.get(f"/instances/{instance_id}", headers=learner).json()
     assert {k: fresh[k] for k in started.json()} == started.json()  # what it saved is what a read shows
-    submit = only_open_task(client, learner, instance_id)
-    file_id = attach_evidence(app, settings, instance_id)
-    done = client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
-        "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
+    done = submit_evidence(client, app, settings, learner, instance_id)
     assess = only_open_task(client, learner, instance_id)
     claimed = client.post(f"/tasks/{assess}/claim", headers=assessor)
     assert claimed.headers["etag"] == '"2"' and claimed.json()["assignee"] == ASSESSOR[0]
@@ -156,13 +163,7 @@ def test_if_match_still_holds_when_the_command_saves(client: Any, app: Any, sett
     the other admin's change stands (before, the command applied on top of it)."""
     learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
     admin = auth(settings, "admin-avi", ["admin"])
-    instance_id = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
-                              headers=learner).json()["id"]
-    submit = only_open_task(client, learner, instance_id)
-    file_id = attach_evidence(app, settings, instance_id)
-    client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
-        "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
-    assess = only_open_task(client, learner, instance_id)
+    instance_id, assess = to_assessment(client, app, settings, learner)
     claimed = client.post(f"/tasks/{assess}/claim", headers=assessor)
     assert claimed.headers["etag"] == '"2"'
 

@@ -98,6 +98,16 @@ def test_an_early_message_is_kept_and_delivered_when_the_instance_starts_waiting
     assert service.message_status("pay-early")["status"] == "delivered"
 
 
+def both_waiting_for_payment(service: WorkflowService, credential_id: str) -> tuple[UUID, UUID]:
+    """Lin's and Sam's instances, each confirmed and waiting for a payment message."""
+    lins = service.start_instance(LIN, credential_id)
+    sams = service.start_instance(SAM, credential_id)
+    for learner, instance_id in ((LIN, lins), (SAM, sams)):
+        confirm(service, learner, instance_id)
+    Scheduler(service).run_once()
+    return lins, sams
+
+
 def test_a_kept_message_expires_after_the_configured_time(service, credential_id, clock):
     instance_id = service.start_instance(LIN, credential_id)
     scheduler = Scheduler(service)
@@ -112,12 +122,7 @@ def test_a_kept_message_expires_after_the_configured_time(service, credential_id
 
 
 def test_correlation_keys_find_the_waiting_instance(service, credential_id):
-    lins = service.start_instance(LIN, credential_id)
-    sams = service.start_instance(SAM, credential_id)
-    scheduler = Scheduler(service)
-    for learner, instance_id in ((LIN, lins), (SAM, sams)):
-        confirm(service, learner, instance_id)
-    scheduler.run_once()
+    lins, sams = both_waiting_for_payment(service, credential_id)
 
     outcome = service.deliver_message(ADMIN, PAYMENT, {"amount": 5}, "pay-sam",
                                       correlation_keys={"user_id": SAM.user_id})
@@ -202,12 +207,7 @@ def test_message_ids_are_scoped_to_their_target_so_learners_cannot_shadow_each_o
 
 
 def test_message_ids_by_correlation_keys_are_scoped_to_those_keys(service, credential_id):
-    lins = service.start_instance(LIN, credential_id)
-    sams = service.start_instance(SAM, credential_id)
-    scheduler = Scheduler(service)
-    for learner, instance_id in ((LIN, lins), (SAM, sams)):
-        confirm(service, learner, instance_id)
-    scheduler.run_once()
+    lins, sams = both_waiting_for_payment(service, credential_id)
 
     for learner in (LIN, SAM):
         assert service.deliver_message(ADMIN, PAYMENT, {"amount": 3}, "batch-7",
