@@ -1,35 +1,20 @@
 """What the benchmarks that start ``skillbase-workflow serve`` share: a free loopback port,
-waiting for readiness, and the server's resident memory."""
+waiting for readiness (the tests' own helper), and the server's resident memory."""
 
 from __future__ import annotations
 
 import socket
-import subprocess
-import time
 from pathlib import Path
 
-import httpx
+from interface.http.testing import wait_until_ready
+
+__all__ = ["free_port", "rss_mb", "wait_until_ready"]
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until_ready(url: str, server: subprocess.Popen, seconds: float) -> None:
-    """Until ``/ready`` answers 200; stops early, and loudly, if the server exits."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with {server.returncode} before it was ready")
-        time.sleep(0.2)
-    raise SystemExit(f"the server at {url} was not ready within {seconds:.0f} s")
 
 
 def rss_mb(pid: int) -> float:

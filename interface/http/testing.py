@@ -3,11 +3,14 @@ built around a given service. Used by this service's tests and by anyone adding 
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 from litestar.testing import TestClient
 
@@ -42,3 +45,22 @@ def api_client(settings: Settings, service: Any, database: Any = None, **kwargs:
     app = create_app(settings, service=service, database=database, **kwargs)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[Any], seconds: float, log: Path | None = None) -> None:
+    """Until a served process's ``/ready`` answers 200; fails (with its log, when given) if
+    it exits first or is not ready in time."""
+    def tail() -> str:
+        return log.read_text()[-2000:] if log is not None and log.exists() else ""
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode} before it was ready\n{tail()}")
+        time.sleep(0.2)
+    raise AssertionError(f"{url} was not ready within {seconds:.0f} s\n{tail()}")

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 from application.bootstrap import bootstrap
 from application.database import Database, ensure_database
 from application.settings import Settings, load_settings
-from interface.http.testing import ADMIN, ASSESSOR, LEARNER, auth
+from interface.http.testing import ADMIN, ASSESSOR, LEARNER, auth, wait_until_ready
 from tests.integration.test_http_process import attach_evidence
 
 pytestmark = pytest.mark.integration
@@ -74,7 +74,7 @@ def server(database_server: Database, tmp_path_factory: pytest.TempPathFactory) 
             banner.append(line)
             if "example credential" in line:
                 break
-        wait_until_ready(url, process, data_dir / "server.log", 60)
+        wait_until_ready(url, process, 60, data_dir / "server.log")
         settings = load_settings({k: v for k, v in env.items() if k.startswith("SKILLBASE_WORKFLOW_")})
         yield Server(url=url, settings=settings, banner="".join(banner))
     finally:
@@ -82,20 +82,6 @@ def server(database_server: Database, tmp_path_factory: pytest.TempPathFactory) 
         log.close()
         with psycopg.connect(database.conninfo(), autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-def wait_until_ready(url: str, process: subprocess.Popen[Any], log: Path, seconds: float) -> None:
-    """Until ``/ready`` answers 200; fails with the server's log if it exits first."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, log.read_text()
-        time.sleep(0.2)
-    raise AssertionError(f"{url} was not ready within {seconds} s:\n{log.read_text()[-2000:]}")
 
 
 def stop(process: subprocess.Popen[Any], timeout: float = 20) -> None:
@@ -190,7 +176,7 @@ def test_serve_on_the_embedded_defaults_stops_its_database_on_sigterm(tmp_path: 
                                env=env, stdout=log, stderr=log)
     postmaster = tmp_path / "pgdata" / "postmaster.pid"
     try:
-        wait_until_ready(f"http://127.0.0.1:{port}", process, tmp_path / "server.log", 90)
+        wait_until_ready(f"http://127.0.0.1:{port}", process, 90, tmp_path / "server.log")
         assert postmaster.exists(), "the embedded PostgreSQL is running while serve runs"
         server_pid = int(postmaster.read_text().split()[0])
     finally:
