@@ -18,12 +18,13 @@ from uuid import UUID, uuid4
 
 import isodate
 import psycopg
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import EnvType
 
 from application.engine.runner import Engine, ReadyTask, SpecRef, Step
 from application.forms import file_references, validate_form
+from application.repository import Repository, replay
 from application.transcoder import MsgspecJSONTranscoder
 from domain.definition import DefinitionVersion, WorkflowDefinition
 from domain.deployment import WorkflowDeployment
@@ -93,6 +94,11 @@ class WorkflowApplication(Application[UUID]):
         self.register_transcodings(transcoder)
         return transcoder
 
+    def construct_repository(self) -> Repository:
+        # Loads without the library's per-event protocol check (application/repository.py);
+        # no aggregate cache: every load reads the store (docs/benchmarks.md, "HTTP API").
+        return Repository(event_store=self.events, snapshot_store=self.snapshots)
+
     def construct_recorder(self) -> Any:
         # A process recorder stores a Tracking record in the same transaction as events,
         # which is how a Kafka message and its effect are saved together.
@@ -128,7 +134,7 @@ class WorkflowApplication(Application[UUID]):
             events[stored.originator_id].append(self.mapper.to_domain_event(stored))
         found = []
         for aggregate_id in aggregate_ids:
-            aggregate = project_aggregate(None, events[aggregate_id]) if events[aggregate_id] else None
+            aggregate = replay(None, events[aggregate_id]) if events[aggregate_id] else None
             if not isinstance(aggregate, cls):
                 raise NotFound(f"{what} {aggregate_id} not found")
             found.append(aggregate)
@@ -175,7 +181,7 @@ class WorkflowApplication(Application[UUID]):
     def visible_instance_with_history(self, actor: Actor, instance_id: UUID) -> tuple[WorkflowInstance, list[Any]]:
         """The instance and its events, read and decoded once; NotFound as ``visible_instance``."""
         events = list(self.events.get(instance_id))
-        instance = project_aggregate(None, events)
+        instance = replay(None, events)
         if not isinstance(instance, WorkflowInstance) or not instance.can_view(actor):
             raise NotFound(f"instance {instance_id} not found")
         return instance, events
