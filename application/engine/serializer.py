@@ -14,19 +14,41 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from SpiffWorkflow.bpmn.serializer.default.event_definition import TimerConditionalEventDefinitionConverter
+from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
 from SpiffWorkflow.bpmn.serializer.workflow import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
-from SpiffWorkflow.bpmn.serializer.default.event_definition import TimerConditionalEventDefinitionConverter
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 
 from application.engine.clock import CLOCKED_TIMERS
 
+
+
+class _StateOnlyConverter(BpmnWorkflowConverter):
+    """A workflow's own state, without its spec and subprocess specs.
+
+    SpiffWorkflow's converter serializes the whole spec into every workflow dict; here the
+    spec is stored once per definition version and restored objects are reused, so it
+    would only be thrown away again (it was ~40 % of each ``engine_state``). The keys
+    written are otherwise SpiffWorkflow's own, in its order.
+    """
+
+    def to_dict(self, workflow: BpmnWorkflow) -> dict[str, Any]:
+        dct = WorkflowConverter.to_dict(self, workflow)
+        dct["subprocesses"] = self.mapping_to_dict(workflow.subprocesses)
+        dct["bpmn_events"] = self.registry.convert(workflow.bpmn_events)
+        return dct
+
+
 # The clocked timers (application/engine/clock.py) share SpiffWorkflow's class names and
 # are registered last, so every restored spec runs on the application's clock.
-_CONFIG = {**SPIFF_CONFIG, **{cls: TimerConditionalEventDefinitionConverter for cls in CLOCKED_TIMERS}}
+_CONFIG = {
+    **SPIFF_CONFIG,
+    **{cls: TimerConditionalEventDefinitionConverter for cls in CLOCKED_TIMERS},
+    BpmnWorkflow: _StateOnlyConverter,
+}
 _SERIALIZER = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(_CONFIG))
 ENGINE_FORMAT = f"spiff-bpmn/{_SERIALIZER.VERSION}"
-_SPEC_KEYS = ("spec", "subprocess_specs")
 
 
 def _copy(value: dict[str, Any]) -> dict[str, Any]:
@@ -52,10 +74,7 @@ def restore_spec(spec: dict[str, Any], engine_format: str) -> tuple[Any, dict[st
 
 
 def engine_state(workflow: BpmnWorkflow) -> dict[str, Any]:
-    state = _SERIALIZER.to_dict(workflow)
-    for key in _SPEC_KEYS:
-        state.pop(key, None)
-    return state
+    return _SERIALIZER.to_dict(workflow)
 
 
 def restore(specs: tuple[Any, dict[str, Any]], state: dict[str, Any], engine_format: str) -> BpmnWorkflow:

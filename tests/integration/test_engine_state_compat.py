@@ -153,3 +153,13 @@ def test_a_stored_state_with_its_tasks_reordered_still_keeps_its_data(
     done = complete(engine, ref, after_assess.engine_state, ENGINE_FORMAT, observe.engine_task_id, {})
     assert done.outcome == "pass"
     assert done.data["evidence_files"] == ["0f5c2d3e-4b6a-4c8d-9e0f-1a2b3c4d5e6f"]
+
+
+def test_the_state_written_now_has_the_stored_layout_and_no_spec(stored: tuple[SpecRef, dict[str, Any]]) -> None:
+    """A step writes the workflow's own state with the keys a stored state has, in the
+    same order, and never the spec (stored once per definition version, not per event)."""
+    ref, instance = stored
+    step = complete(Engine(), ref, instance["engine_state"], instance["engine_format"],
+                    instance["ready_engine_task_id"], {"score": 85, "feedback": "Reviewed."})
+    assert list(step.engine_state) == list(instance["engine_state"])
+    assert "spec" not in step.engine_state and "subprocess_specs" not in step.engine_state
