@@ -43,7 +43,8 @@ class LockedInsertRecorder(PostgresProcessRecorder):
         schema = Identifier(datastore.schema)
         self.sql_create_statements.append(
             SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{function}(events {schema}.{event}[]) "
+                "CREATE OR REPLACE FUNCTION {schema}.{function}("
+                "ids uuid[], versions bigint[], topics text[], states bytea[]) "
                 "RETURNS SETOF bigint LANGUAGE plpgsql "
                 "SET lock_timeout = '{lock_timeout}s' "
                 "AS $body$ "
@@ -52,20 +53,21 @@ class LockedInsertRecorder(PostgresProcessRecorder):
                 "  NOTIFY {channel}; "
                 "  RETURN QUERY "
                 "  INSERT INTO {schema}.{table} AS t (originator_id, originator_version, topic, state) "
-                "  SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+                "  SELECT * FROM unnest(ids, versions, topics, states) "
                 "  RETURNING notification_id; "
                 "END; "
                 "$body$"
             ).format(
                 schema=schema,
                 function=Identifier(FUNCTION),
-                event=Identifier(self.stored_event_type_name),
                 lock_timeout=datastore.lock_timeout,
                 table=Identifier(self.events_table_name),
                 channel=Identifier(self.channel_name),
             )
         )
-        self._call_statement = SQL("SELECT * FROM {schema}.{function}(%s)").format(
+        # Four arrays sent in binary: dumping an array of the library's composite type in
+        # text (each state as escaped hex) cost ~1 ms a command; these cost ~0.1 ms.
+        self._call_statement = SQL("SELECT * FROM {schema}.{function}(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])").format(
             schema=schema, function=Identifier(FUNCTION)
         )
         self._select_many_statement = SQL(
@@ -93,10 +95,12 @@ class LockedInsertRecorder(PostgresProcessRecorder):
     # after it, the retry meets its own rows and fails as a concurrent change, never twice.
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _insert_in_one_trip(self, stored_events: Sequence[StoredEvent]) -> Sequence[int]:
-        events = [
-            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
-            for e in stored_events
-        ]
+        columns = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        )
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
-            cursor.execute(self._call_statement, (events,), prepare=True)
+            cursor.execute(self._call_statement, columns, prepare=True)
             return [row[FUNCTION] for row in cursor.fetchall()]
