@@ -18,6 +18,10 @@ from application.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# For a connection that holds a session advisory lock: TCP keepalives, so a silently
+# vanished server is noticed within ~30 s instead of the operating system's hours.
+LOCK_SESSION_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
 
 @dataclass(frozen=True)
 class Database:

@@ -35,6 +35,7 @@ from typing import Any
 import psycopg
 from eventsourcing import persistence
 
+from application.database import LOCK_SESSION_KEEPALIVES
 from application.mail import (
     MAX_ATTEMPTS,
     MailDeliveryFailed,
@@ -102,11 +103,18 @@ class MailWorker:
     # -- leadership --------------------------------------------------------------------------
 
     def acquire(self) -> bool:
-        """Takes the advisory lock if free; True while this worker is the active one."""
-        if self._lock_connection is not None and not self._lock_connection.closed:
+        """Takes the advisory lock if free; True while this worker is the active one.
+
+        The lock lives as long as its session. A session the server ended (a restart, a
+        failover, a killed backend) freed the lock for a standby at once, and psycopg only
+        notices on the next statement: so a held lock is checked with one on every round,
+        and a lost one is given up before anything is sent."""
+        if self._lock_connection is not None and self._session_alive(self._lock_connection):
             return True
+        self.release()
         datastore = self.service.recorder.datastore
-        connection = psycopg.connect(**{k: v for k, v in datastore.pool.kwargs.items() if k != "row_factory"},
+        connection = psycopg.connect(**{**LOCK_SESSION_KEEPALIVES,
+                                        **{k: v for k, v in datastore.pool.kwargs.items() if k != "row_factory"}},
                                      autocommit=True)
         key = f"skillbase-workflow/{datastore.schema}/mail-worker"
         if connection.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
@@ -119,6 +127,17 @@ class MailWorker:
         if self._lock_connection is not None:
             self._lock_connection.close()  # ending the session releases the lock
             self._lock_connection = None
+
+    @staticmethod
+    def _session_alive(connection: psycopg.Connection[Any]) -> bool:
+        if connection.closed:
+            return False
+        try:
+            connection.execute("SELECT 1")
+        except psycopg.Error:
+            log.warning("mail worker: the session holding the lock ended; another worker may lead now")
+            return False
+        return True
 
     # -- rounds ------------------------------------------------------------------------------
 

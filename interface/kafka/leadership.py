@@ -16,12 +16,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from application.database import LOCK_SESSION_KEEPALIVES
 from interface.kafka.retrying import sleep_unless_stopped
 
 log = logging.getLogger(__name__)
 
-# TCP keepalives: a silently vanished server is noticed within ~30 s.
-_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 
 class LeadershipLost(Exception):
@@ -36,7 +35,7 @@ def lock_key(*parts: str) -> int:
 
 class Leadership:
     def __init__(self, connect_kwargs: dict[str, Any], key: int, channel: str | None = None) -> None:
-        self._connect_kwargs = {**_KEEPALIVES, **connect_kwargs, "autocommit": True}
+        self._connect_kwargs = {**LOCK_SESSION_KEEPALIVES, **connect_kwargs, "autocommit": True}
         self.key = key
         self._channel = channel
         self._conn: psycopg.AsyncConnection[Any] | None = None

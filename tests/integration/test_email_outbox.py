@@ -212,6 +212,27 @@ def test_one_worker_sends_at_a_time(service, mail_settings, worker, smtp_server)
     assert len(smtp_server.wait_for(2)) == 2
 
 
+def test_a_worker_whose_lock_session_ended_stops_sending_and_the_standby_takes_over(
+        service, mail_settings, worker, smtp_server):
+    """The lock lives in the worker's own session. When the server ends that session (a
+    restart, an idle-session kill, a failover), the lock is free for a standby at once; the
+    old worker must notice at its next round instead of sending alongside the new one."""
+    standby = MailWorker(service, mail_settings)
+    try:
+        assert worker.acquire()
+        assert not standby.acquire()
+        pid = worker._lock_connection.info.backend_pid
+        with service.recorder.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert standby.acquire()
+        run_process(service, mail_settings, 85)
+        assert worker.run_once() == 0  # no longer the active worker
+        assert standby.run_once() == 2
+    finally:
+        standby.release()
+    assert len(smtp_server.wait_for(2)) == 2
+
+
 def test_without_smtp_emails_wait_in_the_outbox(service, settings, smtp_server):
     run_process(service, settings, 85)
     quiet = MailWorker(service, settings)
