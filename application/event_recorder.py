@@ -65,11 +65,11 @@ class LockedInsertRecorder(PostgresProcessRecorder):
                 channel=Identifier(self.channel_name),
             )
         )
-        # Four arrays sent in binary: dumping an array of the library's composite type in
-        # text (each state as escaped hex) cost ~1 ms a command; these cost ~0.1 ms.
-        self._call_statement = SQL("SELECT * FROM {schema}.{function}(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])").format(
-            schema=schema, function=Identifier(FUNCTION)
-        )
+        # Four arrays sent in binary: an array of the library's composite type goes in text
+        # (each state as escaped hex), ~0.3 ms a typical save against ~0.13 ms (ADR 0010).
+        self._call_statement = SQL(
+            "SELECT * FROM {schema}.{function}(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
+        ).format(schema=schema, function=Identifier(FUNCTION))
         self._select_many_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"

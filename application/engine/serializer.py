@@ -23,7 +23,6 @@ from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 from application.engine.clock import CLOCKED_TIMERS
 
 
-
 class _StateOnlyConverter(BpmnWorkflowConverter):
     """A workflow's own state, without its spec and subprocess specs.
 

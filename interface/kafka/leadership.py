@@ -22,7 +22,6 @@ from interface.kafka.retrying import sleep_unless_stopped
 log = logging.getLogger(__name__)
 
 
-
 class LeadershipLost(Exception):
     """The lock's connection broke: another replica may be publishing now."""
 
