@@ -46,6 +46,7 @@ class ProjectionRunner:
         self.position: int | None = None
         self.handled = 0
         self.batches = 0  # that read at least one event
+        self.steps = 0  # that wrote: read events or moved the position
         self.errors = 0
         self.backend_pid: int | None = None
         self._stop = threading.Event()
@@ -107,8 +108,13 @@ class ProjectionRunner:
     def step(self, conn: psycopg.Connection[Any]) -> Step:
         began = time.monotonic()
         result = step(conn, self.log, self.projection, batch_size=self.batch_size)
-        if result.read:
+        if result.read or result.position != self.position:
+            # Pacing counts every step that wrote, also one that only moved the position
+            # with the log: a read model none of whose events are arriving (the catalog,
+            # under a stream of commands) would otherwise commit once per saved command.
             self._last_step = began
+            self.steps += 1
+        if result.read:
             self.batches += 1
         self.position = result.position
         self.handled += result.handled

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from projections.catalog import Catalog
 from projections.dashboards import Dashboards
 from projections.inbox import TaskInbox
 from projections.log import EventLog
@@ -210,3 +211,31 @@ def test_a_busy_log_is_applied_in_paced_batches_and_a_quiet_one_at_once(app: Any
     finally:
         runner.stop()
     assert assert_live_equals_rebuilt(app, TaskInbox()) == 7
+
+
+def test_a_read_model_whose_events_are_not_arriving_follows_a_busy_log_in_paced_steps(app: Any) -> None:
+    """The catalog reads none of the instance and task events, but moves its position with
+    the log (so a wait_for on it is served). Under a stream of commands it must do so once
+    per interval, not once per command; on a quiet log it still catches up at once."""
+    _skill, credential = setup_catalog(app)
+    runner = ProjectionRunner(Catalog(), EventLog.of(app), idle_wait=5.0, batch_interval=1.5).start()
+    try:
+        _wait(lambda: runner.is_leader, what="a leader")
+        wait_caught_up(app, [Catalog()])
+        time.sleep(1.6)  # quiet for longer than the interval
+        steps, handled = runner.steps, runner.handled
+        began = time.monotonic()
+        app.start_instance(learner(0), credential)
+        head = app.recorder.max_notification_id()
+        _wait(lambda: (runner.position or 0) >= head, what="the position after a pause")
+        assert time.monotonic() - began < 1.0, "a quiet log is followed at once"
+
+        for number in range(1, 9):  # eight commands, 0.1 s apart, well within one interval
+            app.start_instance(learner(number), credential)
+            time.sleep(0.1)
+        head = app.recorder.max_notification_id()
+        _wait(lambda: (runner.position or 0) >= head, what="the log's head")
+        assert runner.steps - steps <= 4, f"{runner.steps - steps} steps for nine commands: not paced"
+        assert runner.handled == handled  # none of these events is the catalog's
+    finally:
+        runner.stop()
