@@ -391,9 +391,12 @@ class JuiceFsVolume:
 
     def kill(self) -> None:
         """The FUSE daemon dies: the mount point answers 'Transport endpoint is not connected'."""
+        from tests.fixtures import juicefs
+
         if self.process is not None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+            juicefs.remove_fd_socket(self.process.pid)
 
     def unmount(self) -> None:
         from tests.fixtures import juicefs
