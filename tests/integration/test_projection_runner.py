@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from projections.catalog import Catalog
 from projections.dashboards import Dashboards
 from projections.inbox import TaskInbox
 from projections.log import EventLog
+from projections.projection import Projection
 from projections.runner import ProjectionRunner
 from tests.integration.test_read_models_support import (
     assert_live_equals_rebuilt,
@@ -189,13 +192,25 @@ def test_rebuild_switches_under_a_live_runner_without_losing_events(app: Any) ->
     assert not {t for t in tables if t.endswith("__new")}
 
 
-def test_a_busy_log_is_applied_in_paced_batches_and_a_quiet_one_at_once(app: Any) -> None:
-    _skill, credential = setup_catalog(app)
-    runner = ProjectionRunner(TaskInbox(), EventLog.of(app), idle_wait=5.0, batch_interval=1.5).start()
+PACE = 1.5  # seconds between batches under load, in the pacing tests
+
+
+@contextmanager
+def paced_runner_on_a_quiet_log(app: Any, projection: Projection) -> Iterator[ProjectionRunner]:
+    """A leading runner with a ``PACE`` interval, caught up, after a pause longer than it."""
+    runner = ProjectionRunner(projection, EventLog.of(app), idle_wait=5.0, batch_interval=PACE).start()
     try:
         _wait(lambda: runner.is_leader, what="a leader")
-        wait_caught_up(app, [TaskInbox()])
-        time.sleep(1.6)  # quiet for longer than the interval
+        wait_caught_up(app, [projection])
+        time.sleep(PACE + 0.1)
+        yield runner
+    finally:
+        runner.stop()
+
+
+def test_a_busy_log_is_applied_in_paced_batches_and_a_quiet_one_at_once(app: Any) -> None:
+    _skill, credential = setup_catalog(app)
+    with paced_runner_on_a_quiet_log(app, TaskInbox()) as runner:
         began = time.monotonic()
         app.start_instance(learner(0), credential)
         _wait(lambda: runner.handled >= 1, what="the first event after a pause")
@@ -208,8 +223,6 @@ def test_a_busy_log_is_applied_in_paced_batches_and_a_quiet_one_at_once(app: Any
         wait_caught_up(app, [TaskInbox()])
         _wait(lambda: runner.handled >= 7, what="every task")
         assert runner.batches - batches <= 3, "events arriving faster than the interval share batches"
-    finally:
-        runner.stop()
     assert assert_live_equals_rebuilt(app, TaskInbox()) == 7
 
 
@@ -218,11 +231,7 @@ def test_a_read_model_whose_events_are_not_arriving_follows_a_busy_log_in_paced_
     the log (so a wait_for on it is served). Under a stream of commands it must do so once
     per interval, not once per command; on a quiet log it still catches up at once."""
     _skill, credential = setup_catalog(app)
-    runner = ProjectionRunner(Catalog(), EventLog.of(app), idle_wait=5.0, batch_interval=1.5).start()
-    try:
-        _wait(lambda: runner.is_leader, what="a leader")
-        wait_caught_up(app, [Catalog()])
-        time.sleep(1.6)  # quiet for longer than the interval
+    with paced_runner_on_a_quiet_log(app, Catalog()) as runner:
         steps, handled = runner.steps, runner.handled
         began = time.monotonic()
         app.start_instance(learner(0), credential)
@@ -237,8 +246,6 @@ def test_a_read_model_whose_events_are_not_arriving_follows_a_busy_log_in_paced_
         head = app.recorder.max_notification_id()
         _wait(lambda: (runner.position or 0) >= head, what="the log's head")
         # One step at once, then at most one per interval; unpaced, one per command (nine).
-        allowed = min(8, 2 + int((time.monotonic() - began) / 1.5))
+        allowed = min(8, 2 + int((time.monotonic() - began) / PACE))
         assert runner.steps - steps <= allowed, f"{runner.steps - steps} steps for nine commands: not paced"
         assert runner.handled == handled  # none of these events is the catalog's
-    finally:
-        runner.stop()
