@@ -13,18 +13,24 @@ Baselines, per size:
 - dd+sha256: the same, hashing each block before writing it (``dd | tee >(sha256sum)``): the
   floor for any write that must know its sha256;
 - direct read: read the file back in 1 MB blocks;
-- store write: ``PosixFileStore.write`` in this process (hashing, partial + link, directory
-  fsync), to show what the HTTP layer adds on top of the store.
+- store write: ``PosixFileStore.write`` in this process (hashing, partial + rename, directory
+  fsync), to show what the HTTP layer adds on top of the store;
+- bare upload: ``bare_upload.py``, the same store's streaming write behind one Litestar
+  endpoint on the same uvicorn stack, with no token, instance or event: the ceiling for any
+  upload endpoint on this stack and machine. API / bare is what the service itself adds.
 The API upload is measured with two clients: httpx in this process, and ``curl -T`` (a C
 client, in a process of its own, reading the file from the page cache) where curl exists, so
 that the client's own CPU on a small machine shows apart from the server's.
-Prints medians (MB/s, 1 MB = 2^20 bytes) and API / direct ratios; the target is >= 70%.
+Every round runs the columns in a turned order and removes each file once measured, so every
+write meets the same volume. Prints medians (MB/s, 1 MB = 2^20 bytes) and ratios; the target
+is API upload / direct write >= 70%.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -45,7 +51,7 @@ import psycopg  # noqa: E402
 
 from application.files import PosixFileStore  # noqa: E402
 from application.settings import load_settings  # noqa: E402
-from interface.http.testing import LEARNER, auth  # noqa: E402
+from interface.http.testing import LEARNER, auth, wait_until_ready  # noqa: E402
 from tests.fixtures.kafka import free_port  # noqa: E402
 
 MB = 1024 * 1024
@@ -145,6 +151,24 @@ class Server:
             connection.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
 
+class BareServer:
+    """``bare_upload.py``: the same store behind one bare endpoint, on the same stack."""
+
+    def __init__(self, root: Path) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/upload"
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_upload.py"), str(root), str(port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until_ready(f"http://127.0.0.1:{port}", self.process, 60)
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
 # -- the measurements ----------------------------------------------------------------------
 
 
@@ -192,7 +216,19 @@ def direct_write_hashed(directory: Path, data: bytes) -> Path:
 CURL = shutil.which("curl")
 
 
-def curl_upload(url: str, source: Path, headers: dict[str, str], sha256: str) -> None:
+def stored_path(root: Path, created: dict[str, str]) -> Path:
+    """Where the store put an uploaded file (the bench removes it once measured)."""
+    return root.joinpath("skillbase", "workflow", f"{created['id']}.{created['extension']}")
+
+
+def download(client: httpx.Client, url: str, headers: dict[str, str], created: httpx.Response) -> None:
+    with client.stream("GET", f"{url}{created.headers['location']}", headers=headers) as got:
+        assert got.status_code == 200
+        for _chunk in got.iter_raw(MB):
+            pass
+
+
+def curl_upload(url: str, source: Path, headers: dict[str, str], sha256: str) -> dict[str, str]:
     done = subprocess.run(
         [CURL, "-sS", "-T", str(source), "-X", "POST", "-H", "Expect:", "-H", "Content-Type: video/mp4",
          "-H", "X-File-Name: bench.mp4", *[arg for k, v in headers.items() for arg in ("-H", f"{k}: {v}")],
@@ -200,6 +236,7 @@ def curl_upload(url: str, source: Path, headers: dict[str, str], sha256: str) ->
         capture_output=True, text=True, check=True)
     body, _, status = done.stdout.rpartition("\n")
     assert status == "201" and f'"{sha256}"' in body, done.stdout[-300:] + done.stderr[-300:]
+    return json.loads(body)
 
 
 def direct_read(path: Path) -> None:
@@ -218,10 +255,11 @@ def main() -> int:
     volume = None if args.root else Volume()
     root = args.root or volume.mountpoint
     data_dir = tempfile.mkdtemp(prefix="bench-files-data-")
-    server = None
+    server = bare_server = None
     results: dict[int, dict[str, list[float]]] = {}
     try:
         server = Server(root, require_mount=os.path.ismount(root), data_dir=data_dir)
+        bare_server = BareServer(root)
         learner = auth(server.settings, *LEARNER)
         started = httpx.post(f"{server.url}/instances", json={"credential_id": CREDENTIAL}, headers=learner)
         started.raise_for_status()
@@ -236,52 +274,72 @@ def main() -> int:
                 source = Path(data_dir) / f"upload-{size_mb}.bin"
                 source.write_bytes(data)
                 runs: dict[str, list[float]] = {k: [] for k in
-                                                ("direct write", "dd+sha256", "store write", "API upload",
-                                                 "curl upload", "direct read", "API download")}
-                for _ in range(args.repeat):  # interleaved, so drift hits every column alike
-                    path: list[Path] = []
-                    runs["direct write"].append(timed(lambda: path.append(direct_write(scratch, data))))
-                    runs["direct read"].append(timed(lambda: direct_read(path[0])))
-                    runs["dd+sha256"].append(timed(lambda: path.append(direct_write_hashed(scratch, data))))
-                    runs["store write"].append(timed(lambda: store.write(blocks(data), "video/mp4")))
-                    answer: list[httpx.Response] = []
-                    runs["API upload"].append(timed(lambda: answer.append(client.post(
-                        uploads, content=blocks(data),
-                        headers={**learner, "Content-Type": "video/mp4", "Content-Length": str(len(data)),
-                                 "X-File-Name": "bench.mp4"}))))
-                    created = answer[0]
+                                                ("direct write", "dd+sha256", "store write", "bare upload",
+                                                 "API upload", "curl upload", "direct read", "API download")}
+                headers = {**learner, "Content-Type": "video/mp4", "Content-Length": str(len(data)),
+                           "X-File-Name": "bench.mp4"}
+
+                def api_upload() -> Path:
+                    created = client.post(uploads, content=blocks(data), headers=headers)
                     assert created.status_code == 201 and created.json()["sha256"] == sha256, created.text
-                    if CURL:
-                        runs["curl upload"].append(timed(lambda: curl_upload(uploads, source, learner, sha256)))
+                    last_upload[:] = [created]
+                    return stored_path(root, created.json())
 
-                    def download() -> None:
-                        with client.stream("GET", f"{server.url}{created.headers['location']}",
-                                           headers=learner) as got:
-                            assert got.status_code == 200
-                            for _chunk in got.iter_raw(MB):
-                                pass
+                def bare() -> Path:
+                    answer = client.post(bare_server.url, content=blocks(data), headers={
+                        "Content-Type": "video/mp4", "Content-Length": str(len(data))})
+                    assert answer.status_code == 201 and answer.json()["sha256"] == sha256, answer.text
+                    return Path(answer.json()["path"])
 
-                    runs["API download"].append(timed(download))
-                    for written in path:
-                        written.unlink()
+                def curl() -> Path:
+                    return stored_path(root, curl_upload(uploads, source, learner, sha256))
+
+                writes: dict[str, Callable[[], Path]] = {
+                    "direct write": lambda: direct_write(scratch, data),
+                    "dd+sha256": lambda: direct_write_hashed(scratch, data),
+                    "store write": lambda: store.write(blocks(data), "video/mp4").path,
+                    "bare upload": bare,
+                    "API upload": api_upload,
+                    **({"curl upload": curl} if CURL else {}),
+                }
+                last_upload: list[httpx.Response] = []
+                for round_ in range(args.repeat):
+                    # Interleaved, so drift hits every column alike; the order turns each round,
+                    # so no column always runs first; every file is removed once measured, so
+                    # each write meets the same volume.
+                    order = list(writes)
+                    order = order[round_ % len(order):] + order[:round_ % len(order)]
+                    for name in order:
+                        written: list[Path] = []
+                        runs[name].append(timed(lambda: written.append(writes[name]())))
+                        if name == "direct write":
+                            runs["direct read"].append(timed(lambda: direct_read(written[0])))
+                        if name == "API upload":
+                            runs["API download"].append(timed(lambda: download(client, server.url, learner,
+                                                                                last_upload[0])))
+                        written[0].unlink()
                 results[size_mb] = {k: [size_mb / t for t in v] for k, v in runs.items()}
     finally:
         if server is not None:
             server.close()
+        if bare_server is not None:
+            bare_server.close()
         shutil.rmtree(data_dir, ignore_errors=True)
         if volume is not None:
             volume.close()
 
     print(f"evidence files on {'JuiceFS (throwaway volume, SQLite metadata, local bucket)' if volume else root}; "
-          f"medians of {args.repeat} runs, MB/s")
-    print(f"{'size':>6} {'direct write':>13} {'dd+sha256':>10} {'store write':>12} {'API upload':>11} {'upload/direct':>14}"
-          f" {'curl upload':>12} {'curl/direct':>12} {'direct read':>12} {'API download':>13} {'download/direct':>16}")
+          f"medians of {args.repeat} runs, MB/s; every file removed once measured")
+    columns = [("direct write", None), ("dd+sha256", None), ("store write", None), ("bare upload", None),
+               ("bare/direct", ("bare upload", "direct write")), ("API upload", None),
+               ("upload/direct", ("API upload", "direct write")), ("API/bare", ("API upload", "bare upload")),
+               ("curl upload", None), ("curl/direct", ("curl upload", "direct write")), ("direct read", None),
+               ("API download", None), ("download/read", ("API download", "direct read"))]
+    print(f"{'size':>6}" + "".join(f" {name:>13}" for name, _ in columns))
     for size_mb, runs in results.items():
         m = {k: statistics.median(v) if v else float("nan") for k, v in runs.items()}
-        print(f"{size_mb:>4}MB {m['direct write']:>13.1f} {m['dd+sha256']:>10.1f} {m['store write']:>12.1f} {m['API upload']:>11.1f}"
-              f" {m['API upload'] / m['direct write']:>13.0%} {m['curl upload']:>12.1f}"
-              f" {m['curl upload'] / m['direct write']:>11.0%} {m['direct read']:>12.1f} {m['API download']:>13.1f}"
-              f" {m['API download'] / m['direct read']:>15.0%}")
+        cells = [f"{m[name]:>13.1f}" if ratio is None else f"{m[ratio[0]] / m[ratio[1]]:>13.0%}" for name, ratio in columns]
+        print(f"{size_mb:>4}MB" + "".join(f" {cell}" for cell in cells))
     return 0
 
 
