@@ -1,6 +1,9 @@
 """HTTP API benchmark: the full example process over HTTP at 1, 8 and 32 concurrent clients,
 next to its two floors measured in the same run — the same process on SpiffWorkflow alone
-(engine floor) and single-row INSERT+COMMIT on the same PostgreSQL (storage floor).
+(engine floor) and single-row INSERT+COMMIT on the same PostgreSQL (storage floor) — and an
+HTTP floor: the same requests answered by ``bare_http.py``, a Litestar app on the same stack
+that does nothing else. The CPU a process costs at the three floors, summed, gives a ceiling
+on processes/s for this machine's cores that no service on this stack can pass.
 
     .venv/bin/python bench/bench_http.py --processes 40 --levels 1,8,32
 
@@ -252,6 +255,33 @@ def storage_floor(conninfo: str, schema: str, transactions: int, threads: int) -
     return per_thread * threads / (time.perf_counter() - started)
 
 
+SAVES_PER_PROCESS = 7  # the example process's commands that save events, the attach included
+
+
+def bare_http_floor(settings: Any, levels: list[int], processes: int) -> dict[int, tuple[float, float]]:
+    """The same client and requests against ``bare_http.py``: {clients: (processes/s, CPU ms
+    a process of that server and this client)}."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_http.py"), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_ready(url, bare, 60)
+        run = Run(url, settings, lambda _headers, _instance: str(uuid.uuid4()))
+        asyncio.run(run.level(2, 4))  # warm up
+        found = {}
+        for clients in levels:
+            count = max(processes, clients)
+            before = cpu_seconds({"server": bare.pid})
+            rate, _latency = asyncio.run(run.level(clients, count))
+            after = cpu_seconds({"server": bare.pid})
+            found[clients] = (rate, sum(after[k] - before[k] for k in ("server", "client")) * 1000 / count)
+        return found
+    finally:
+        bare.terminate()
+        bare.wait(20)
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -328,14 +358,18 @@ def main() -> None:
                 print(f"   {kind:<14}{len(values):>6}{percentile(values, .5) * 1000:>10.1f}"
                       f"{percentile(values, .95) * 1000:>10.1f}{percentile(values, .99) * 1000:>10.1f}")
 
+        http_floor = bare_http_floor(settings, levels, args.processes)
         engine = statistics.median(engine_floor(max(20, args.processes)) for _ in range(3))
         in_process = service_floor(service, files, max(20, args.processes // 2))
         storage_1 = storage_floor(database.conninfo(), schema, 2000, 1)
+        before = cpu_seconds({})
         try:
             storage_8 = storage_floor(database.conninfo(), schema, 4000, 8)
         except psycopg.OperationalError as error:  # a shared server may be out of connections
             print(f"storage floor with 8 clients not measured: {error}")
             storage_8 = float("nan")
+        after = cpu_seconds({})
+        commit_ms = sum(after[name] - before[name] for name in after) * 1000 / 4000
         print(f"\nload average during the run: {os.getloadavg()}")
         print(f"engine floor (SpiffWorkflow alone, same process): {engine:.0f} processes/s")
         print(f"service floor (WorkflowService in-process, 1 thread, no HTTP; projections still following): "
@@ -345,6 +379,20 @@ def main() -> None:
         print(f"best HTTP rate {best:.1f} processes/s = {best / engine:.1%} of the engine floor, "
               f"{best / in_process:.0%} of the in-process service; "
               f"{best * 6:.0f} commands/s = {best * 6 / storage_8:.1%} of the 8-client storage floor")
+        # Any implementation spends at least the engine's CPU, the HTTP stack's for the same
+        # requests and PostgreSQL's for the same commits: their sum over the machine's cores
+        # is a ceiling on processes/s, whatever the service does in between.
+        http_rate = max(rate for rate, _ in http_floor.values())
+        http_ms = min(ms for _, ms in http_floor.values())
+        engine_ms = 1000 / engine
+        floors_ms = engine_ms + http_ms + SAVES_PER_PROCESS * commit_ms
+        cores = os.cpu_count() or 1
+        print(f"HTTP floor (bench/bare_http.py, same client and requests): best {http_rate:.0f} processes/s, "
+              f"at least {http_ms:.1f} ms of CPU a process (server and client)")
+        print(f"CPU a process at the floors: engine {engine_ms:.1f} + HTTP {http_ms:.1f} + "
+              f"{SAVES_PER_PROCESS} commits x {commit_ms:.2f} (PostgreSQL and client) = {floors_ms:.1f} ms; "
+              f"on {cores} cores the ceiling is {cores * 1000 / floors_ms:.0f} processes/s; "
+              f"best HTTP rate = {best / (cores * 1000 / floors_ms):.0%} of it")
     finally:
         if service is not None:
             service.close()
