@@ -86,9 +86,12 @@ class CatalogCommands(WorkflowApplication):
                 spec_state=bundle.spec_state, engine_format=bundle.engine_format,
                 added_by=SYSTEM.user_id, template=template or DEFAULT_TEMPLATE,
             )
+            changed_aggregates.append(definition)
             deployment = self._deployment_or_pending(skill_id)
-            deployment.pin(credential_id=credential_id, definition_id=definition.id, version=number, by=SYSTEM.user_id)
-            changed_aggregates += [definition, deployment]
+            if not deployment.deleted:  # a deleted skill pins nothing: its credentials start nothing
+                deployment.pin(credential_id=credential_id, definition_id=definition.id, version=number,
+                               by=SYSTEM.user_id)
+                changed_aggregates.append(deployment)
             changed = True
         else:
             old_skill = definition.skill_id
@@ -100,10 +103,13 @@ class CatalogCommands(WorkflowApplication):
                 old = self._deployment_or_pending(old_skill)
                 pinned = old.pins.get(credential_id)
                 old.unpin(credential_id=credential_id, by=SYSTEM.user_id)
+                changed_aggregates.append(old)
                 new = self._deployment_or_pending(skill_id)
-                version_number = pinned["version"] if pinned else definition.latest_version
-                new.pin(credential_id=credential_id, definition_id=definition.id, version=version_number, by=SYSTEM.user_id)
-                changed_aggregates += [old, new]
+                if not new.deleted:
+                    version_number = pinned["version"] if pinned else definition.latest_version
+                    new.pin(credential_id=credential_id, definition_id=definition.id, version=version_number,
+                            by=SYSTEM.user_id)
+                    changed_aggregates.append(new)
         self.save_all(*changed_aggregates, tracking=tracking)
         return changed
 

@@ -51,6 +51,10 @@ class ConsumerOptions:
     backoff_max: float = 30.0
     unexpected_attempts: int = 5
     """An error that is neither a domain refusal nor a database error: tries, then dead letter."""
+    conflict_attempts: int = 10
+    """A ``Conflict`` is a race with a concurrent command and passes on a retry; one that
+    outlasts this many tries (with the backoff, about two minutes) is the message's own
+    refusal and goes to the dead-letter topic instead of blocking its partition."""
     consumer: dict[str, Any] = field(default_factory=dict)
     producer: dict[str, Any] = field(default_factory=dict)
 
@@ -70,6 +74,10 @@ class ConsumerStats:
 
 class _Transient(Exception):
     """Try the same message again later."""
+
+
+class _Conflicted(_Transient):
+    """A ``Conflict``: try again later, a bounded number of times."""
 
 
 class CatalogConsumer:
@@ -177,11 +185,15 @@ class CatalogConsumer:
         """True/False: applied (changed or not); a str: the reason to dead-letter it;
         None: stopped before it could be applied."""
         backoff = Backoff(self.options.backoff_initial, self.options.backoff_max)
-        unexpected = 0
+        unexpected = conflicts = 0
         while not stop.is_set():
             try:
                 changed = await asyncio.to_thread(self._apply_once, event, tracking)
             except _Transient as error:
+                if isinstance(error, _Conflicted):
+                    conflicts += 1
+                    if conflicts >= self.options.conflict_attempts:
+                        return f"Conflict on each of {conflicts} attempts: {error}"
                 self.stats.retries += 1
                 log.warning("catalog message %s: %s; retrying", event.event_id, error)
             except WorkflowError as error:
@@ -208,7 +220,7 @@ class CatalogConsumer:
             # rebalance: nothing to do) or a command changed the entity at the same moment.
             if self._already_recorded(tracking):
                 return False
-            raise _Transient(str(error)) from None
+            raise _Conflicted(str(error)) from None
         except (PersistenceError, psycopg.Error, Unavailable) as error:
             raise _Transient(f"unavailable: {error!r}") from None
 

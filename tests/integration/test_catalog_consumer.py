@@ -5,12 +5,15 @@ applied twice, poison messages go to the dead-letter topic and consumption goes 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import uuid
 
 import pytest
 from eventsourcing.persistence import OperationalError
 
 from application.contract import event_id
+from domain.errors import Conflict
 from domain.ids import definition_id, deployment_id
 from interface.examples import catalog_event
 from interface.kafka.consumer import CatalogConsumer, tracking_name
@@ -190,6 +193,70 @@ def test_poison_messages_go_to_the_dead_letter_topic_with_their_reason_and_the_n
     assert all(dict(r.headers)["dlq_topic"].decode() == catalog for r in records)
     with pytest.raises(Exception, match="not found"):
         app.get_definition(CREDENTIAL)
+
+
+def test_a_credential_whose_skill_was_deleted_first_is_applied_and_the_partition_moves_on(
+    app, settings, kafka_broker
+):
+    # Across topics a skill's delete can overtake a credential's create; that credential used
+    # to raise Conflict on every attempt and hold its partition for ever.
+    catalog = kafka_broker.new_topic("catalog", partitions=1)
+    settings = kafka_settings(settings, kafka_broker, kafka_catalog_topics=(catalog,),
+                              kafka_dead_letter_topic=kafka_broker.new_topic("dlq"))
+    other_skill = str(uuid.uuid4())
+    messages = [structured("skill-created"), structured("skill-deleted"), structured("credential-created"),
+                structured("skill-created", id=other_skill)]
+
+    async def scenario():
+        await produce(settings, catalog, messages)
+        consumer = CatalogConsumer(app, settings, FAST_CONSUMER)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+        await until(lambda: applied_through(app, catalog, len(messages)))
+        stop.set()
+        await task
+        return consumer
+
+    consumer = asyncio.run(scenario())
+
+    assert consumer.stats.dead_letters == 0 and consumer.stats.retries == 0
+    assert app.get_definition(CREDENTIAL).skill_id == SKILL
+    assert app.get_deployment(SKILL).deleted and CREDENTIAL not in app.get_deployment(SKILL).pins
+    assert app.get_deployment(other_skill).is_active
+
+
+def test_a_conflict_on_every_attempt_goes_to_the_dead_letter_topic_and_the_next_is_applied(
+    app, settings, kafka_broker, monkeypatch
+):
+    catalog = kafka_broker.new_topic("catalog", partitions=1)
+    dead_letters = kafka_broker.new_topic("dlq", partitions=1)
+    settings = kafka_settings(settings, kafka_broker, kafka_catalog_topics=(catalog,),
+                              kafka_dead_letter_topic=dead_letters)
+    attempts = []
+
+    def always_conflicting(**kwargs):
+        attempts.append(kwargs["credential_id"])
+        raise Conflict("refused every time")
+
+    monkeypatch.setattr(app, "upsert_credential", always_conflicting)
+    options = dataclasses.replace(FAST_CONSUMER, conflict_attempts=3, backoff_max=0.05)
+
+    async def scenario():
+        await produce(settings, catalog, [structured("credential-created"), structured("skill-created")])
+        consumer = CatalogConsumer(app, settings, options)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+        await until(lambda: applied_through(app, catalog, 2))
+        stop.set()
+        await task
+        return consumer, await read_topic(settings, dead_letters, lambda r: len(r) >= 1)
+
+    consumer, records = asyncio.run(scenario())
+
+    assert attempts == [CREDENTIAL] * 3
+    assert consumer.stats.dead_letters == 1 and consumer.stats.retries == 2 and consumer.stats.applied == 1
+    assert dict(records[0].headers)["dlq_reason"].decode() == "Conflict on each of 3 attempts: refused every time"
+    assert app.get_deployment(SKILL).name == "MIG welding"
 
 
 def test_a_database_error_is_retried_and_never_skips_the_message(app, settings, kafka_broker, monkeypatch):

@@ -426,6 +426,30 @@ def test_a_delete_before_the_create_leaves_a_tombstone(app: WorkflowService) -> 
         app.start_instance(LIN, "cred-b")
 
 
+def test_a_credential_for_a_deleted_skill_is_kept_but_pins_and_starts_nothing(app: WorkflowService) -> None:
+    # Across topics the skill's delete can come first; the credential must still be applied
+    # (the consumer would otherwise retry it for ever), and still start nothing.
+    assert _skill(app, "skill-e", 1)
+    assert app.delete_skill(skill_id="skill-e", version=2)
+    assert _credential(app, "cred-e", "skill-e", 1)
+    assert app.get_definition("cred-e").skill_id == "skill-e"
+    assert app.get_deployment("skill-e").deleted and "cred-e" not in app.get_deployment("skill-e").pins
+    with pytest.raises(Conflict, match="deleted"):
+        app.start_instance(LIN, "cred-e")
+
+
+def test_a_credential_moved_to_a_deleted_skill_leaves_its_old_skill_and_starts_nothing(app: WorkflowService) -> None:
+    assert _skill(app, "skill-f", 1) and _skill(app, "skill-g", 1)
+    assert _credential(app, "cred-f", "skill-f", 1)
+    assert app.delete_skill(skill_id="skill-g", version=2)
+    assert _credential(app, "cred-f", "skill-g", 2)
+    assert "cred-f" not in app.get_deployment("skill-f").pins
+    assert "cred-f" not in app.get_deployment("skill-g").pins
+    assert app.get_definition("cred-f").skill_id == "skill-g"
+    with pytest.raises(Conflict, match="deleted"):
+        app.start_instance(LIN, "cred-f")
+
+
 def test_duplicate_catalog_events_change_nothing(app: WorkflowService) -> None:
     assert _skill(app, "skill-c", 1)
     assert _credential(app, "cred-c", "skill-c", 1)
