@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,9 +133,16 @@ class CatalogConsumer:
                 await _stop_consumer(consumer)
                 await sleep_unless_stopped(backoff.next(), stop)
                 continue
-            backoff.reset()
+            started = time.monotonic()
+            failed = False
             try:
                 await self._consume(consumer, stop)
+            except KafkaError as error:
+                # A fetch the client does not retry itself (a refused or unknown topic, a
+                # corrupt batch…): start again from the stored positions after a pause, rather
+                # than end the consumer until the process restarts.
+                log.warning("catalog consumer: %r; starting again", error)
+                failed = True
             finally:
                 await self._commit({tp: p for tp, p in self._positions.items() if p})
                 await _stop_consumer(consumer)
@@ -142,6 +150,10 @@ class CatalogConsumer:
                 self._producer = None
                 self._positions.clear()
                 self.assigned.clear()
+            if failed:
+                if time.monotonic() - started > self.options.backoff_max:
+                    backoff.reset()  # it ran well for a while: this is a new failure, not the same one
+                await sleep_unless_stopped(backoff.next(), stop)
 
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         while not stop.is_set():

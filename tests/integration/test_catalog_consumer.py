@@ -259,6 +259,40 @@ def test_a_conflict_on_every_attempt_goes_to_the_dead_letter_topic_and_the_next_
     assert app.get_deployment(SKILL).name == "MIG welding"
 
 
+def test_a_fetch_error_the_client_does_not_retry_restarts_the_consumer_instead_of_ending_it(
+    app, settings, kafka_broker, monkeypatch
+):
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.errors import CorruptRecordException
+
+    catalog = kafka_broker.new_topic("catalog", partitions=1)
+    settings = kafka_settings(settings, kafka_broker, kafka_catalog_topics=(catalog,),
+                              kafka_dead_letter_topic=kafka_broker.new_topic("dlq"))
+    real_getmany, failures = AIOKafkaConsumer.getmany, [CorruptRecordException("bad batch")]
+
+    async def failing_once(self, *args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return await real_getmany(self, *args, **kwargs)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "getmany", failing_once)
+
+    async def scenario():
+        await produce(settings, catalog, [structured("skill-created")])
+        consumer = CatalogConsumer(app, settings, FAST_CONSUMER)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+        await until(lambda: applied_through(app, catalog, 1) or task.done())
+        stop.set()
+        await task  # raises if the consumer ended with the error
+        return consumer
+
+    consumer = asyncio.run(scenario())
+
+    assert failures == [] and consumer.stats.applied == 1
+    assert app.get_deployment(SKILL).name == "MIG welding"
+
+
 def test_a_database_error_is_retried_and_never_skips_the_message(app, settings, kafka_broker, monkeypatch):
     catalog = kafka_broker.new_topic("catalog", partitions=1)
     settings = kafka_settings(settings, kafka_broker, kafka_catalog_topics=(catalog,),
