@@ -2,7 +2,8 @@
 
 The upload path checks permission first, streams the bytes to the store, then records
 ``FileAttached``. A crash between the two leaves an unreferenced file that housekeeping
-removes after its grace period; never a reference to a file that does not exist.
+removes after its grace period (or that the upload's retry with the same Idempotency-Key and
+the same bytes attaches); never a reference to a file that does not exist.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The file store: evidence files under ``<root>/skillbase/workflow/<file-uuid>.<extension>``.
 
-A write streams into a hidden ``.<file-uuid>.<extension>.partial`` in the same directory,
+A write streams into a hidden ``.<file-uuid>.<extension>.<random>.partial`` in the same directory,
 counting bytes and hashing as it goes, is fsynced, given its final name (one rename that
 refuses a taken name, ``renameat2(RENAME_NOREPLACE)``; a hard link then an unlink where that is
-missing; a plain rename where links are too; an existing file is never replaced) and the
+missing; a plain rename where links are too, which alone could let two racing writers of
+one id replace each other) and the
 directory fsynced: a reader sees the whole file or nothing. A crash leaves only the hidden partial, which
 ``list_files`` never shows and ``sweep_partials`` removes. Paths are built only from a UUID and
 an extension from the fixed table, never from anything a client named.
@@ -190,12 +191,12 @@ class PosixFileStore:
         final = directory / f"{file_id}.{extension}"
         if _exists(final):
             raise Conflict(f"file {file_id}.{extension} already exists")
-        temp = directory / f".{file_id}.{extension}{PARTIAL_SUFFIX}"
+        # Each write has a partial of its own: one that a crashed writer left behind never
+        # stands in the way of a retry under the same id; two live writers of one id race
+        # only for the final name, which exactly one of them gets.
+        temp = directory / f".{file_id}.{extension}.{uuid4().hex[:12]}{PARTIAL_SUFFIX}"
         with _unavailable_on_os_error("start writing", temp):
-            try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-            except FileExistsError:
-                raise Conflict(f"file {file_id}.{extension} is being written already") from None
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         return _PartialFile(
             fd, temp, final, StoredFile(file_id, extension, media_type, 0, "", final), self
         )
@@ -447,7 +448,8 @@ def _publish(temp: Path, final: Path) -> None:
     (JuiceFS measured 1.1 ms, against 1.7 ms for a link and an unlink, and nothing is left
     under two names if the process dies between them). Where the C library, kernel or
     filesystem lacks it, a hard link then an unlink; on a filesystem without hard links, a
-    rename.
+    rename once the name is found free (the one path where two writers of one id, racing
+    between that check and the rename, could replace each other's file).
     """
     if _rename_noreplace(temp, final):
         return
@@ -458,6 +460,8 @@ def _publish(temp: Path, final: Path) -> None:
     except OSError as error:
         if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.ENOSYS):
             raise
+        if _exists(final):
+            raise Conflict(f"file {final.name} already exists") from None
         os.rename(temp, final)
         return
     try:

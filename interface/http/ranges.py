@@ -48,17 +48,32 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last N bytes
-        suffix = int(last)
+        suffix = _at_most(last, size)
         if suffix == 0 or size == 0:
             raise Unsatisfiable(size)
-        return ByteRange(max(0, size - suffix), size - 1)
-    start = int(first)
-    end = int(last) if last else size - 1
-    if last and end < start:
+        return ByteRange(size - suffix, size - 1)
+    if last and _magnitude(last) < _magnitude(first):
         return None  # invalid syntax: ignored
+    start = _at_most(first, size)
+    end = _at_most(last, size) if last else size - 1
     if start >= size:
         raise Unsatisfiable(size)
     return ByteRange(start, min(end, size - 1))
+
+
+def _magnitude(digits: str) -> tuple[int, str]:
+    """Orders decimal strings of any length by value, without converting them."""
+    significant = digits.lstrip("0") or "0"
+    return len(significant), significant
+
+
+def _at_most(digits: str, limit: int) -> int:
+    """``min(int(digits), limit)``, for numbers of any length: beyond the file's size every
+    number means the same, and ``int`` refuses strings of more than 4,300 digits."""
+    length, significant = _magnitude(digits)
+    if (length, significant) > _magnitude(str(limit)):
+        return limit
+    return min(int(significant), limit)
 
 
 def if_range_allows(if_range: str | None, etag: str) -> bool:

@@ -359,3 +359,92 @@ def test_an_upload_retried_with_its_idempotency_key_stores_one_file(client, app,
     attached = [e for e in app.events.get(UUID(instance_id)) if type(e).__name__ == "FileAttached"]
     assert len(attached) == 1
     assert on_disk(mounted) - before == {f"{first.json()['id']}.jpg"}
+
+
+def test_a_retry_of_an_upload_that_filled_or_outlived_the_instance_gets_its_answer_again(client, app, mounted,
+                                                                                          monkeypatch):
+    """The checks for a new file (room left, instance running) do not apply to a retry of one
+    that was stored: its client may only have lost the first answer."""
+    monkeypatch.setattr(app, "files_max_per_instance", 1)
+    learner = auth(mounted, *LEARNER)
+    instance_id = start(client, mounted)
+    photo = b"\xff\xd8\xff the last photo there is room for"
+    first = upload(client, mounted, instance_id, photo, **{"Idempotency-Key": "fills-it"})
+    full = upload(client, mounted, instance_id, photo, **{"Idempotency-Key": "fills-it"})
+    assert client.post(f"/instances/{instance_id}/cancel", headers=learner,
+                       json={"reason": "changed my mind"}).status_code == 200
+    ended = upload(client, mounted, instance_id, photo, **{"Idempotency-Key": "fills-it"})
+    stranger = upload(client, mounted, instance_id, photo, who=OTHER_LEARNER, **{"Idempotency-Key": "fills-it"})
+
+    assert first.status_code == 201, first.text
+    for again in (full, ended):
+        assert again.status_code == 201, again.text
+        assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert stranger.status_code == 404
+    assert upload(client, mounted, instance_id, b"new", **{"Idempotency-Key": "another"}).status_code == 409
+
+
+def test_a_keyed_upload_whose_first_attempt_died_before_attaching_attaches_the_file_it_left(
+    client, app, mounted
+):
+    """The first attempt wrote the key's file and died before recording it (and another left
+    a partial): the retry with the same bytes attaches that file; other bytes are a 422."""
+    from application.bootstrap import open_file_store
+    from domain.ids import command_id
+
+    instance_id = start(client, mounted)
+    store = open_file_store(mounted)
+    photo = b"\xff\xd8\xff written, never attached"
+    file_id = command_id(f"upload/{LEARNER[0]}/{instance_id}", "died-once")
+    store.write([photo], "image/jpeg", file_id)
+    (store.directory / f".{file_id}.jpg.partial").write_bytes(b"\xff\xd8")  # a writer killed earlier still
+
+    other = upload(client, mounted, instance_id, b"\xff\xd8\xff other bytes", **{"Idempotency-Key": "died-once"})
+    retried = upload(client, mounted, instance_id, photo, **{"Idempotency-Key": "died-once"})
+    again = upload(client, mounted, instance_id, photo, **{"Idempotency-Key": "died-once"})
+
+    assert other.status_code == 422 and other.json()["errors"][0]["path"] == "header:Idempotency-Key"
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["id"] == str(file_id) and retried.json()["sha256"] == hashlib.sha256(photo).hexdigest()
+    assert again.status_code == 201 and again.json() == retried.json()
+    assert list(app.get_instance(UUID(instance_id)).files) == [str(file_id)]
+    with store.open(file_id, "jpg") as opened:
+        assert opened.read() == photo
+
+
+def test_a_stale_partial_of_the_key_does_not_block_its_retry(client, app, mounted):
+    from application.bootstrap import open_file_store
+    from domain.ids import command_id
+
+    instance_id = start(client, mounted)
+    store = open_file_store(mounted)
+    file_id = command_id(f"upload/{LEARNER[0]}/{instance_id}", "killed-mid-write")
+    store.directory.mkdir(parents=True, exist_ok=True)
+    # what a writer killed mid-write leaves: one partial of its own (and, under the naming
+    # before each write had its own, the one every retry of the key then collided with)
+    (store.directory / f".{file_id}.jpg.0123456789ab.partial").write_bytes(b"\xff\xd8")
+    (store.directory / f".{file_id}.jpg.partial").write_bytes(b"\xff\xd8")
+
+    retried = upload(client, mounted, instance_id, b"\xff\xd8\xff whole", **{"Idempotency-Key": "killed-mid-write"})
+
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["id"] == str(file_id)
+
+
+def test_odd_headers_get_their_answer_not_a_500(client, mounted):
+    instance_id = start(client, mounted)
+    odd_charset = upload(client, mounted, instance_id, b"\xff\xd8\xff photo",
+                         **{"Content-Disposition": "attachment; filename*=nope''a%41.jpg"})
+    codec_charset = upload(client, mounted, instance_id, b"\xff\xd8\xff photo",
+                           **{"Content-Disposition": "attachment; filename*=base64''aGk%3D.jpg"})
+    assert odd_charset.status_code == 201 and odd_charset.json()["name"] == "aA.jpg"
+    assert codec_charset.status_code == 201 and codec_charset.json()["name"] == "aGk=.jpg"
+
+    location = odd_charset.headers["location"]
+    learner = auth(mounted, *LEARNER)
+    long_end = client.get(location, headers={**learner, "Range": "bytes=0-" + "9" * 5000})
+    long_suffix = client.get(location, headers={**learner, "Range": "bytes=-" + "9" * 5000})
+    long_start = client.get(location, headers={**learner, "Range": "bytes=" + "9" * 5000 + "-"})
+    assert long_end.status_code == 206 and long_end.content == b"\xff\xd8\xff photo"
+    assert long_suffix.status_code == 206 and long_suffix.content == b"\xff\xd8\xff photo"
+    assert long_start.status_code == 416

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import time
@@ -91,6 +92,31 @@ def test_without_renameat2_a_link_publishes_and_refuses_a_taken_name(tmp_path, m
     final, refused = publish_twice(tmp_path)
     assert final.read_bytes() == b"one"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".second.partial", "file.txt"]
+
+
+def test_without_renameat2_or_links_a_rename_publishes_and_still_refuses_a_taken_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "_RENAMEAT2", None)
+
+    def no_links(*_args):
+        raise OSError(errno.EPERM, "links not supported here")
+
+    monkeypatch.setattr(store_module.os, "link", no_links)
+    final, refused = publish_twice(tmp_path)
+    assert final.read_bytes() == b"one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".second.partial", "file.txt"]
+
+
+def test_a_partial_left_by_a_crashed_writer_does_not_block_a_retry_with_the_same_id(store):
+    file_id = uuid4()
+    store.directory.mkdir(parents=True, exist_ok=True)
+    # what a writer killed mid-write under an earlier naming would leave, and one of this kind
+    (store.directory / f".{file_id}.txt.partial").write_bytes(b"cra")
+    (store.directory / f".{file_id}.txt.0123456789ab.partial").write_bytes(b"crashe")
+    stored = store.write([b"complete"], "text/plain", file_id=file_id)
+    assert stored.file_id == file_id
+    with store.open(file_id, "txt") as opened:
+        assert opened.read() == b"complete"
+    assert len(store.partials(timedelta(0))) == 2  # the crashed ones, left for housekeeping
 
 
 def test_a_file_at_the_limit_is_kept_one_byte_more_is_refused_and_removed(store):

@@ -33,6 +33,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from application.bootstrap import open_file_store
+from application.files.media_types import extension_for
 from application.files.store import PosixFileStore
 from domain.errors import Conflict, InvalidInput, NotFound, Problem, Unsupported
 from domain.identity import Actor
@@ -51,6 +52,8 @@ CHUNK = 1024 * 1024
 _FILENAME_STAR = re.compile(r"""filename\*\s*=\s*([\w!#$&+.^`|~-]+)'[\w-]*'([^;\s]+)""", re.IGNORECASE)
 _FILENAME = re.compile(r"""filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s"]+))""", re.IGNORECASE)
 _ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 8187 attr-char, besides letters and digits
+_FILENAME_CHARSETS = {"utf-8": "utf-8", "utf8": "utf-8", "iso-8859-1": "iso-8859-1", "latin1": "iso-8859-1",
+                      "latin-1": "iso-8859-1", "us-ascii": "ascii", "ascii": "ascii"}
 
 
 class FileList(msgspec.Struct):
@@ -87,20 +90,24 @@ class FileController(Controller):
         `Content-Length` before reading, or as soon as the stream passes the limit. Answers the
         file record with its sha256; the upload is an instance event (`FileAttached`)."""
         actor, service, store = request.user, services.service, file_store(request, services)
+        file_id: UUID | None = None
+        if request.headers.get(IDEMPOTENCY_KEY) is not None:
+            # A retry of an upload that succeeded gets its answer again, even once the
+            # instance is full or has ended: the checks below are for new files.
+            file_id, earlier = await services.run(_keyed, service, request, actor, instance_id)
+            if earlier is not None:
+                return await _replay(request, store, earlier)
         await services.run(service.check_can_upload, actor, instance_id)
         media_type = store.check(_content_type(request), request.content_length)
         if request.content_length == 0:
             raise InvalidInput("the file is empty", [Problem("$", "send the file's bytes as the body")])
         name = upload_name(request)
-        file_id = _file_id_for(request, actor, instance_id)
-        if file_id is not None:
-            earlier = await services.run(_attached, service, actor, instance_id, file_id)
-            if earlier is not None:
-                return await _replay(request, store, earlier)
+        if file_id is not None and await anyio.to_thread.run_sync(store.exists, file_id, extension_for(media_type)):
+            return await _adopt(request, services, store, file_id, media_type, name)
         try:
             stored = await store.write_async(request.stream(), media_type, file_id)
         except Conflict:
-            raise Conflict("an upload with this Idempotency-Key is still being written: retry shortly") from None
+            raise Conflict("an upload with this Idempotency-Key is being saved at this moment: retry shortly") from None
         try:
             if stored.size == 0:
                 raise InvalidInput("the file is empty", [Problem("$", "send the file's bytes as the body")])
@@ -112,9 +119,7 @@ class FileController(Controller):
             # Not attached: the bytes go again (housekeeping would, after its grace period).
             await anyio.to_thread.run_sync(_delete_quietly, store, stored.file_id, stored.extension)
             raise
-        location = f"/instances/{instance_id}/files/{stored.file_id}"
-        return Response(views.file_ref(file), status_code=201,
-                        headers={"Location": location, "ETag": f'"{stored.sha256}"'})
+        return _created(instance_id, file)
 
     @get("/", summary="An instance's files", responses=errors(404))
     async def list_files(
@@ -176,8 +181,10 @@ def upload_name(request: Request) -> str:
     disposition = request.headers.get("content-disposition", "")
     found = _FILENAME_STAR.search(disposition)
     if found:
-        return unquote(found.group(2), encoding=found.group(1) if found.group(1).lower() != "utf8" else "utf-8",
-                       errors="replace")
+        # RFC 8187 asks for UTF-8 and ISO-8859-1 only; any other charset (an unknown one, or
+        # a codec like base64 that is not a text encoding) is read as UTF-8.
+        charset = _FILENAME_CHARSETS.get(found.group(1).lower(), "utf-8")
+        return unquote(found.group(2), encoding=charset, errors="replace")
     found = _FILENAME.search(disposition)
     if found:
         return re.sub(r"\\(.)", r"\1", found.group(1)) if found.group(1) is not None else found.group(2)
@@ -239,18 +246,21 @@ def _tags(header: str | None) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",")}
 
 
-def _file_id_for(request: Request, actor: Actor, instance_id: UUID) -> UUID | None:
-    """With an ``Idempotency-Key``, the file's id follows from it: a retried upload cannot
-    store a second file, and a concurrent twin collides on the id."""
-    key = request.headers.get(IDEMPOTENCY_KEY)
-    if key is None:
-        return None
+def _keyed(
+    service: Any, request: Request, actor: Actor, instance_id: UUID
+) -> tuple[UUID, dict[str, Any] | None]:
+    """With an ``Idempotency-Key``, the file's id follows from it (a retried upload cannot
+    store a second file, and a concurrent twin collides on the id): that id, and its record
+    if it is attached already. Whoever may not see the instance gets 404 first."""
+    instance = service.visible_instance(actor, instance_id)
+    key = request.headers.get(IDEMPOTENCY_KEY, "")
     if not KEY_PATTERN.match(key):
         raise InvalidInput(
             "the Idempotency-Key header is not valid",
             [Problem("header:Idempotency-Key", "1 to 255 printable ASCII characters, no spaces")],
         )
-    return command_id(f"upload/{actor.user_id}/{instance_id}", key)
+    file_id = command_id(f"upload/{actor.user_id}/{instance_id}", key)
+    return file_id, instance.files.get(str(file_id))
 
 
 def _attached(service: Any, actor: Actor, instance_id: UUID, file_id: UUID) -> dict[str, Any] | None:
@@ -259,20 +269,73 @@ def _attached(service: Any, actor: Actor, instance_id: UUID, file_id: UUID) -> d
 
 async def _replay(request: Request, store: PosixFileStore, earlier: dict[str, Any]) -> Response[Any]:
     """The same key again: the same bytes get the stored answer, other bytes a 422."""
+    if await _digest(request, store.max_bytes) != (earlier["size"], earlier["sha256"]):
+        raise _key_reused()
+    return _created(request.path_params["instance_id"], earlier, replayed=True)
+
+
+async def _adopt(
+    request: Request[Actor, Any, Any], services: Services, store: PosixFileStore, file_id: UUID,
+    media_type: str, name: str,
+) -> Response[Any]:
+    """The key's file is on disk but on no record: an earlier attempt with this key wrote it
+    and did not live to attach it, or a twin sent at the same moment is attaching it now.
+    The same bytes attach that very file (or get the twin's answer); other bytes are a 422.
+    Never removes the file: it may be the twin's."""
+    instance_id = request.path_params["instance_id"]
+    extension = extension_for(media_type)
+    sent = await _digest(request, store.max_bytes)
+    try:
+        held = await anyio.to_thread.run_sync(_digest_file, store, file_id, extension)
+    except NotFound:  # removed meanwhile (housekeeping): nothing to adopt any more
+        raise Conflict("an upload with this Idempotency-Key is being saved at this moment: retry shortly") from None
+    if sent != held:
+        raise _key_reused()
+    try:
+        file = await services.run(
+            services.service.attach_file, request.user, instance_id, file_id=file_id, extension=extension,
+            media_type=media_type, size=sent[0], sha256=sent[1], name=name,
+        )
+    except Conflict:
+        earlier = await services.run(_attached, services.service, request.user, instance_id, file_id)
+        if earlier is None:
+            raise
+        return _created(instance_id, earlier, replayed=True)
+    return _created(instance_id, file)
+
+
+async def _digest(request: Request, limit: int) -> tuple[int, str]:
+    """The body's size and sha256, read to its end or just past ``limit``."""
     digest, size = hashlib.sha256(), 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > store.max_bytes:
+        if size > limit:
             break
         digest.update(chunk)
-    if size != earlier["size"] or digest.hexdigest() != earlier["sha256"]:
-        raise InvalidInput(
-            "this Idempotency-Key was already used with a different file",
-            [Problem("header:Idempotency-Key", "use a new key for a new upload")],
-        )
-    location = f"/instances/{request.path_params['instance_id']}/files/{earlier['id']}"
-    return Response(views.file_ref(earlier), status_code=201,
-                    headers={"Location": location, "ETag": f'"{earlier["sha256"]}"', "Idempotent-Replayed": "true"})
+    return size, digest.hexdigest()
+
+
+def _digest_file(store: PosixFileStore, file_id: UUID, extension: str) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with store.open(file_id, extension) as opened:
+        while chunk := opened.read(CHUNK):
+            size += len(chunk)
+            digest.update(chunk)
+    return size, digest.hexdigest()
+
+
+def _key_reused() -> InvalidInput:
+    return InvalidInput(
+        "this Idempotency-Key was already used with a different file",
+        [Problem("header:Idempotency-Key", "use a new key for a new upload")],
+    )
+
+
+def _created(instance_id: Any, file: dict[str, Any], *, replayed: bool = False) -> Response[schemas.FileRef]:
+    headers = {"Location": f"/instances/{instance_id}/files/{file['id']}", "ETag": f'"{file["sha256"]}"'}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(views.file_ref(file), status_code=201, headers=headers)
 
 
 def _delete_quietly(store: PosixFileStore, file_id: UUID, extension: str) -> None:
