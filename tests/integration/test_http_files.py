@@ -448,3 +448,34 @@ def test_odd_headers_get_their_answer_not_a_500(client, mounted):
     assert long_end.status_code == 206 and long_end.content == b"\xff\xd8\xff photo"
     assert long_suffix.status_code == 206 and long_suffix.content == b"\xff\xd8\xff photo"
     assert long_start.status_code == 416
+
+
+def test_an_attach_that_saved_but_lost_its_answer_keeps_the_file_an_attach_refused_removes_it(
+    client, app, mounted, monkeypatch
+):
+    """The commit went through and its answer was lost with the connection: the file is on
+    record, so it must stay on disk; an attach that really failed takes its bytes away."""
+    from eventsourcing.persistence import OperationalError
+
+    instance_id = start(client, mounted)
+    real_attach = app.attach_file
+
+    def saved_then_lost(*args, **kwargs):
+        real_attach(*args, **kwargs)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(app, "attach_file", saved_then_lost)
+    lost = upload(client, mounted, instance_id, b"\xff\xd8\xff saved, answer lost")
+    assert lost.status_code == 503, lost.text
+    (file_id,) = app.get_instance(UUID(instance_id)).files
+    assert f"{file_id}.jpg" in on_disk(mounted)
+    got = client.get(f"/instances/{instance_id}/files/{file_id}", headers=auth(mounted, *LEARNER))
+    assert got.status_code == 200 and got.content == b"\xff\xd8\xff saved, answer lost"
+
+    def refused(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(app, "attach_file", refused)
+    before = on_disk(mounted)
+    assert upload(client, mounted, instance_id, b"\xff\xd8\xff never saved").status_code == 503
+    assert on_disk(mounted) == before

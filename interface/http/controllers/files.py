@@ -34,7 +34,7 @@ from litestar.response import Stream
 
 from application.bootstrap import open_file_store
 from application.files.media_types import extension_for
-from application.files.store import PosixFileStore
+from application.files.store import PosixFileStore, StoredFile
 from domain.errors import Conflict, InvalidInput, NotFound, Problem, Unsupported
 from domain.identity import Actor
 from domain.ids import command_id
@@ -116,8 +116,8 @@ class FileController(Controller):
                 media_type=stored.media_type, size=stored.size, sha256=stored.sha256, name=name,
             )
         except BaseException:
-            # Not attached: the bytes go again (housekeeping would, after its grace period).
-            await anyio.to_thread.run_sync(_delete_quietly, store, stored.file_id, stored.extension)
+            with anyio.CancelScope(shield=True):  # a cancelled request still tidies up
+                await anyio.to_thread.run_sync(_remove_unattached, service, store, instance_id, stored)
             raise
         return _created(instance_id, file)
 
@@ -336,6 +336,23 @@ def _created(instance_id: Any, file: dict[str, Any], *, replayed: bool = False) 
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return Response(views.file_ref(file), status_code=201, headers=headers)
+
+
+def _remove_unattached(service: Any, store: PosixFileStore, instance_id: UUID, stored: StoredFile) -> None:
+    """After a failed attach, removes the bytes unless the log shows them attached after all:
+    a save whose answer was lost with its connection, or a request cancelled once its save
+    was done, must not cost a file that is on record. When the log cannot be read, the file
+    stays; housekeeping removes it after its grace period if no event refers to it."""
+    try:
+        attached = str(stored.file_id) in service.get_instance(instance_id).files
+    except NotFound:
+        attached = False
+    except Exception:
+        log.warning("an upload's attach failed and the log cannot say whether it was saved: the file stays",
+                    extra={"file_id": str(stored.file_id)}, exc_info=True)
+        return
+    if not attached:
+        _delete_quietly(store, stored.file_id, stored.extension)
 
 
 def _delete_quietly(store: PosixFileStore, file_id: UUID, extension: str) -> None:
