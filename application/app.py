@@ -418,7 +418,7 @@ class WorkflowApplication(Application[UUID]):
     def _evidence(self, instance: WorkflowInstance, data: dict[str, Any]) -> list[dict[str, Any]]:
         evidence, problems = [], []
         for path, file_id in file_references(data):
-            file = instance.files.get(file_id)
+            file = instance.files.get(_file_key(file_id))
             if file is None:
                 problems.append(Problem(path, f"file {file_id} is not attached to this instance"))
             else:
@@ -428,5 +428,14 @@ class WorkflowApplication(Application[UUID]):
         return evidence
 
     def _final_evidence(self, instance: WorkflowInstance, data: dict[str, Any]) -> list[dict[str, Any]]:
-        referenced = {file_id for _path, file_id in file_references(data)}
+        referenced = {_file_key(file_id) for _path, file_id in file_references(data)}
         return [file for file_id, file in instance.files.items() if file_id in referenced]
+
+
+def _file_key(file_id: str) -> str:
+    """A file id as the instance keys its files (the canonical, lower-case UUID), so the same
+    id written in capitals still refers to the same file."""
+    try:
+        return str(UUID(str(file_id)))
+    except ValueError:
+        return file_id

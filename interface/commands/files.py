@@ -29,7 +29,10 @@ def duration(text: str) -> timedelta:
     found = _DURATION.match(text.strip().lower())
     if found is None:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30m, 24h, 7d)")
-    return timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+    try:
+        return timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"duration too long: {text!r}") from None
 
 
 def register(subparsers: Any) -> None:

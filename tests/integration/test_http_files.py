@@ -479,3 +479,14 @@ def test_an_attach_that_saved_but_lost_its_answer_keeps_the_file_an_attach_refus
     before = on_disk(mounted)
     assert upload(client, mounted, instance_id, b"\xff\xd8\xff never saved").status_code == 503
     assert on_disk(mounted) == before
+
+
+def test_a_form_may_name_a_file_id_in_capitals(client, app, mounted):
+    learner = auth(mounted, *LEARNER)
+    instance_id = start(client, mounted)
+    photo = upload(client, mounted, instance_id, b"\xff\xd8\xff capitals").json()
+    submit = only_open_task(client, learner, instance_id)
+    done = client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+        "statement": STATEMENT, "evidence_files": [photo["id"].upper()]}})
+    assert done.status_code == 200, done.text
+    assert [f["id"] for f in app.get_task(UUID(submit)).evidence] == [photo["id"]]

@@ -323,3 +323,15 @@ def test_every_default_allowed_type_is_in_the_table():
 
     for media_type in Settings().files_allowed_types:
         assert extension_for(media_type)
+
+
+def test_the_housekeeping_grace_is_a_duration_and_a_huge_one_is_refused_not_a_crash():
+    import argparse
+
+    from interface.commands.files import duration
+
+    assert duration("90s") == timedelta(seconds=90) and duration("7d") == timedelta(days=7)
+    with pytest.raises(argparse.ArgumentTypeError, match="too long"):
+        duration("99999999999999999d")
+    with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+        duration("soon")
