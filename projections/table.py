@@ -112,7 +112,7 @@ class Table:
         if len(rows) <= SMALL_BATCH:  # a live batch: no staging table, one pipelined round trip
             json_columns = [name in self.json_columns for name in names]
             cur.executemany(_upsert_values(self, schema, suffix, add, cur), [
-                [Jsonb(row[name]) if is_json and row[name] is not None else row[name]
+                [Jsonb(row[name]) if is_json and row[name] is not None else _storable(row[name])
                  for name, is_json in zip(names, json_columns, strict=True)]
                 for row in rows
             ])
@@ -126,7 +126,7 @@ class Table:
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, _names(names))) as copy:
             for row in rows:
                 copy.write_row([
-                    Jsonb(row[name]) if is_json and row[name] is not None else row[name]
+                    Jsonb(row[name]) if is_json and row[name] is not None else _storable(row[name])
                     for name, is_json in zip(names, json_columns, strict=True)
                 ])
         updates = _updates(self, target, add)
@@ -144,6 +144,15 @@ class Table:
                 sql.Identifier(schema), sql.Identifier(self.physical(suffix)), sql.Identifier(key)),
             (list(keys),),
         )
+
+
+def _storable(value: Any) -> Any:
+    """A text value PostgreSQL can hold: a NUL character (which the API refuses, but an event
+    stored before that, or from another path, may carry) becomes U+FFFD. Otherwise the row
+    could never be written, and the read model would retry the same batch for ever."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
 
 
 def _updates(table: Table, target: sql.Identifier, add: bool) -> sql.Composed:

@@ -108,7 +108,7 @@ def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
     the claim silently, so a broken identity provider shows up at once.
     """
     sub, email = claims.get("sub"), claims.get("email")
-    if not isinstance(sub, str) or not sub.strip():
+    if not isinstance(sub, str) or not sub.strip() or "\x00" in sub:
         raise NotAuthorizedException("the token has no usable 'sub'", headers=CHALLENGE)
     if isinstance(email, str) and email and not _is_address(email):
         raise NotAuthorizedException("the token's email claim is not an address", headers=CHALLENGE)

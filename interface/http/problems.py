@@ -20,6 +20,8 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from domain import errors
 
+_NO_NUL_MESSAGE = re.compile(r"matching regex '\^\[\^\\+x00\]\*\$'")
+
 log = logging.getLogger("skillbase.workflow.http")
 
 PROBLEM_JSON = "application/problem+json"
@@ -156,7 +158,9 @@ def _json_path(key: Any) -> str:
 
 
 def _message(entry: dict[str, Any]) -> str:
-    return str(entry.get("message", "invalid"))
+    message = str(entry.get("message", "invalid"))
+    # The schemas' NUL-free pattern (NO_NUL), said in words rather than as its regex.
+    return _NO_NUL_MESSAGE.sub("without a NUL character", message)
 
 
 def _http(request: Request, error: HTTPException) -> Response[ProblemDetails]:

@@ -54,3 +54,25 @@ def test_a_body_in_another_type_is_a_415_but_an_empty_post_is_not_judged_by_its_
                             headers={**learner, "Content-Type": "application/octet-stream"})
     assert claimed.status_code != 415, claimed.text
     assert claimed.status_code == 200, claimed.text
+
+
+def test_a_nul_character_in_a_stored_text_field_is_a_422_at_its_path(client: Any, settings: Any, app: Any) -> None:
+    """PostgreSQL text cannot hold NUL: accepted, it would stop the read models that store the
+    field (an assignee, a reason) at that event."""
+    learner = auth(settings, "learner-lin")
+    started = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
+                          headers=learner).json()
+    reassigned = client.post(f"/tasks/{started['open_task_ids'][0]}/reassign", json={"assignee": "bo\u0000"},
+                             headers=auth(settings, "admin-al", ["admin"]))
+    cancelled = client.post(f"/instances/{started['id']}/cancel", json={"reason": "oops\u0000"}, headers=learner)
+    unknown = client.post("/instances", json={"credential_id": "cred\u0000"}, headers=learner)
+    for refused, path in ((reassigned, "$.assignee"), (cancelled, "$.reason"), (unknown, "$.credential_id")):
+        assert refused.status_code in (400, 422), refused.text
+        assert [error["path"] for error in refused.json()["errors"]] == [path]
+        assert "without a NUL character" in refused.json()["errors"][0]["message"]
+    assert client.get(f"/instances/{started['id']}", headers=learner).json()["status"] == "running"
+
+
+def test_a_token_whose_subject_holds_a_nul_is_refused(client: Any, settings: Any) -> None:
+    response = client.get("/instances", headers=auth(settings, "lin\u0000"))
+    assert response.status_code == 401

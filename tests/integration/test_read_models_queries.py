@@ -167,3 +167,23 @@ def test_a_cursor_of_the_right_types_still_pages(app: Any, running: Any) -> None
     braces = _crafted("instances", first.items[-1]["started_at"].isoformat(), f"{{{first.items[-1]['id']}}}")
     assert [row["id"] for row in instances.list_instances(store, limit=2, cursor=braces).items] == \
         [row["id"] for row in rest.items]
+
+
+def test_a_nul_character_from_the_log_does_not_stop_a_read_model(app: Any, running: Any) -> None:
+    """The API refuses NUL, but the log may hold one from before, or from another path: the
+    read model stores U+FFFD for it and goes on, rather than retry that batch for ever."""
+    from tests.integration.test_read_models_support import ADMIN, open_task, wait_caught_up
+    from projections.registry import selected
+
+    _skill, credential = setup_catalog(app)
+    instance_id = app.start_instance(learner(1), credential)
+    task = open_task(app, instance_id)
+    app.reassign_task(ADMIN, task.id, "bo\x00")
+    later = app.start_instance(learner(2), credential)  # and the events after it still arrive
+    wait_caught_up(app, selected(["task_inbox"]), timeout=10)
+    store = ReadStore.of(app)
+    with store.cursor() as cur:
+        cur.execute(f'SELECT assignee FROM "{store.schema}".rm_tasks WHERE id = %s', (task.id,))
+        row = cur.fetchone()
+    assert row["assignee"] == "bo\ufffd"
+    assert open_task(app, later) is not None
