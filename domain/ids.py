@@ -27,5 +27,14 @@ def task_id(instance_id: UUID, engine_task_id: str) -> UUID:
 
 
 def command_id(scope: str, idempotency_key: str) -> UUID:
-    """The id an idempotent command creates, from its caller's key."""
+    """The id an idempotent command creates, from its caller's key. Build ``scope`` with
+    ``scope_part`` for anything a caller chose, so that no two scopes and keys spell the
+    same text."""
     return uuid5(_COMMAND, f"{scope}/{idempotency_key}")
+
+
+def scope_part(text: str) -> str:
+    """``text`` as one part of a ``/``-separated scope: ``%`` and ``/`` percent-encoded (a
+    user ``org`` with key ``alice/K`` and a user ``org/alice`` with key ``K`` would
+    otherwise name the same id). Text without either is unchanged, and so are its ids."""
+    return text.replace("%", "%25").replace("/", "%2F")

@@ -168,6 +168,7 @@ class WorkflowInstance(Aggregate):
         self.files: dict[str, dict[str, Any]] = {}
         self.error: str | None = None
         self.cancel_reason: str | None = None
+        self.cancelled_by: str | None = None
         self.received_messages: set[str] = set()
         self.emails_sent: dict[str, str] = {}
         self.incidents: dict[str, dict[str, Any]] = {}
@@ -341,6 +342,7 @@ class WorkflowInstance(Aggregate):
     ) -> None:
         self.status = CANCELLED
         self.cancel_reason = reason
+        self.cancelled_by = by
         self.ended_at = timestamp
         self.open_tasks = []
         self.timers = []

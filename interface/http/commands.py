@@ -119,17 +119,20 @@ def _decide(
     entity_of: Callable[[], Any] | None, recover: Decide | None,
 ) -> Outcome:
     service.forget_saved()
-    if if_match is not None and entity_of is not None:
-        entity = entity_of()
-        if check_if_match(if_match, entity.version):
-            service.expect_versions({entity.id: entity.version})  # checked again at the save
     try:
+        if if_match is not None and entity_of is not None:
+            entity = entity_of()
+            if check_if_match(if_match, entity.version):
+                service.expect_versions({entity.id: entity.version})  # checked again at the save
         return decide(key)
-    except Conflict:
+    except (Conflict, PreconditionFailed):
+        # A retry whose first attempt saved its effect and lost its answer meets the entity
+        # moved on: a Conflict, or a 412 for the version it named. Its effect is answered.
         recovered = recover(key) if recover is not None and key is not None else None
         if recovered is None:
             raise
-        return recovered
+        # Nothing is saved now: the log's head lies at or after the first attempt's events.
+        return replace(recovered, position=service.recorder.max_notification_id())
 
 
 def check_if_match(header: str, version: int) -> bool:

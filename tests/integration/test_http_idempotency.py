@@ -143,3 +143,72 @@ def test_a_bad_query_parameter_names_its_source(app: Any, settings: Any, schema_
         response = client.get("/instances", params={"limit": -1}, headers=auth(settings, *LEARNER))
     assert response.status_code == 400
     assert [e["path"] for e in response.json()["errors"]] == ["query:limit"]
+
+
+def forget_responses(schema_database: Any) -> None:
+    """What a process that died after its command's commit and before storing the answer leaves."""
+    with psycopg.connect(schema_database.conninfo(), autocommit=True) as connection:
+        connection.execute(f'DELETE FROM "{schema_database.schema}".http_idempotency')
+
+
+def test_a_lost_response_with_if_match_is_answered_as_done_with_its_log_position(
+    app: Any, settings: Any, schema_database: Any
+) -> None:
+    """The retry names the version its first attempt started from, which that attempt moved
+    on: its effect is answered (not 412), with a log position to read it by."""
+    load_example_catalog(app)
+    learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
+    with api_client(settings, app, schema_database) as client:
+        started = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner).json()["id"]
+        submit = only_open_task(client, learner, started)
+        file_id = attach_evidence(app, settings, started)
+        client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+            "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
+        assess = only_open_task(client, learner, started)
+        version = client.get(f"/tasks/{assess}", headers=assessor).headers["etag"]
+        claimed = client.post(f"/tasks/{assess}/claim", headers={**assessor, "If-Match": version,
+                                                                 "Idempotency-Key": "claim-1"})
+        forget_responses(schema_database)
+        claim_retry = client.post(f"/tasks/{assess}/claim", headers={**assessor, "If-Match": version,
+                                                                     "Idempotency-Key": "claim-1"})
+        body = {"data": {"score": 90, "feedback": "Good."}}
+        at = {**assessor, "If-Match": claimed.headers["etag"], "Idempotency-Key": "assess-2"}
+        first = client.post(f"/tasks/{assess}/complete", json=body, headers=at)
+        forget_responses(schema_database)
+        retry = client.post(f"/tasks/{assess}/complete", json=body, headers=at)
+        other = {"data": {"score": 40, "feedback": "Changed my mind."}}
+        stale = client.post(f"/tasks/{assess}/complete", json=other, headers={**at, "Idempotency-Key": "assess-3"})
+    assert claimed.status_code == claim_retry.status_code == 200, claim_retry.text
+    assert claim_retry.json() == claimed.json()
+    assert first.status_code == retry.status_code == 200, retry.text
+    assert retry.json() == first.json()
+    assert int(retry.headers["workflow-log-position"]) >= int(first.headers["workflow-log-position"])
+    assert stale.status_code == 412  # another command: the version it names is gone
+
+
+def test_a_keyed_cancel_is_not_answered_with_someone_elses_cancellation(
+    app: Any, settings: Any, schema_database: Any
+) -> None:
+    load_example_catalog(app)
+    learner, admin = auth(settings, *LEARNER), auth(settings, "admin-al", ["admin"])
+    reason = {"reason": "duplicate"}
+    with api_client(settings, app, schema_database) as client:
+        started = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner).json()["id"]
+        by_admin = client.post(f"/instances/{started}/cancel", json=reason, headers=admin)
+        by_learner = client.post(f"/instances/{started}/cancel", json=reason,
+                                 headers={**learner, "Idempotency-Key": "never-sent-before"})
+    assert by_admin.status_code == 200
+    assert by_learner.status_code == 409, by_learner.text
+
+
+def test_keys_of_users_whose_ids_hold_slashes_name_different_instances(
+    app: Any, settings: Any, schema_database: Any
+) -> None:
+    load_example_catalog(app)
+    with api_client(settings, app, schema_database) as client:
+        first = client.post("/instances", json={"credential_id": CREDENTIAL},
+                            headers={**auth(settings, "org"), "Idempotency-Key": "alice/K"})
+        second = client.post("/instances", json={"credential_id": CREDENTIAL},
+                             headers={**auth(settings, "org/alice"), "Idempotency-Key": "K"})
+    assert first.status_code == second.status_code == 201, second.text
+    assert first.json()["id"] != second.json()["id"]

@@ -189,3 +189,14 @@ def test_if_match_still_holds_when_the_command_saves(client: Any, app: Any, sett
     # without If-Match, or with the version it is at, the same command goes through
     assert client.post(f"/tasks/{assess}/reassign", headers={**admin, "If-Match": '"3"'},
                        json={"assignee": "assessor-carl"}).status_code == 200
+
+
+def test_deploy_honours_if_match_on_the_deployment(client: Any, app: Any, settings: Any) -> None:
+    admin = auth(settings, "admin-avi", ["admin"])
+    credential = "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"
+    skill = app.get_definition(credential).skill_id
+    current = client.get(f"/deployments/{skill}", headers=admin).headers["etag"]
+    refused = client.post(f"/definitions/{credential}/versions/1/deploy", headers={**admin, "If-Match": '"999"'})
+    deployed = client.post(f"/definitions/{credential}/versions/1/deploy", headers={**admin, "If-Match": current})
+    assert refused.status_code == 412, refused.text
+    assert deployed.status_code == 200, deployed.text

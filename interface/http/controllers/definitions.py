@@ -94,10 +94,10 @@ class DefinitionController(Controller):
           responses=errors(*COMMAND_ERRORS), summary="Deploy a version")
     async def deploy(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services], credential_id: FromPath[str], number: FromPath[int],
-        idempotency_key: IdempotencyKey = None,
+        idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
     ) -> Response[schemas.Deployment]:
         """Pins the version in its skill's deployment: new instances start on it; running ones
-        keep theirs."""
+        keep theirs. `If-Match` names the deployment's version (its `ETag`)."""
         actor, service = request.user, services.service
         require_admin(actor, "deploy definitions")
 
@@ -106,4 +106,7 @@ class DefinitionController(Controller):
             deployment = service.get_deployment(service.get_definition(credential_id).skill_id)
             return Outcome(views.deployment(deployment), 200, views.etag(deployment))
 
-        return await run_command(request, services, "deploy_definition_version", decide)
+        return await run_command(
+            request, services, "deploy_definition_version", decide,
+            entity_of=lambda: service.get_deployment(service.get_definition(credential_id).skill_id),
+        )

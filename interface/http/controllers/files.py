@@ -37,7 +37,7 @@ from application.files.media_types import extension_for
 from application.files.store import PosixFileStore, StoredFile
 from domain.errors import Conflict, InvalidInput, NotFound, Problem, Unsupported
 from domain.identity import Actor
-from domain.ids import command_id
+from domain.ids import command_id, scope_part
 from interface.http import schemas, views
 from interface.http.commands import KEY_PATTERN
 from interface.http.commands import IDEMPOTENCY_KEY
@@ -259,7 +259,7 @@ def _keyed(
             "the Idempotency-Key header is not valid",
             [Problem("header:Idempotency-Key", "1 to 255 printable ASCII characters, no spaces")],
         )
-    file_id = command_id(f"upload/{actor.user_id}/{instance_id}", key)
+    file_id = command_id(f"upload/{scope_part(actor.user_id)}/{instance_id}", key)
     return file_id, instance.files.get(str(file_id))
 
 

@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from domain.errors import Unavailable
 from domain.identity import Actor
-from domain.ids import command_id
+from domain.ids import command_id, scope_part
 from domain.instance import CANCELLED, WorkflowInstance
 from interface.http import schemas, views
 from interface.http.commands import Outcome, run_command
@@ -37,7 +37,7 @@ class InstanceController(Controller):
         actor, service = request.user, services.service
 
         def decide(key: str | None) -> Outcome:
-            wanted = command_id(f"start-instance/{actor.user_id}", key) if key else None
+            wanted = command_id(f"start-instance/{scope_part(actor.user_id)}", key) if key else None
             instance = service.current(WorkflowInstance, service.start_instance(actor, data.credential_id, wanted),
                                        "instance")
             return Outcome(views.instance(instance), 201, views.etag(instance), f"/instances/{instance.id}")
@@ -91,7 +91,8 @@ class InstanceController(Controller):
 
         def recover(_key: str | None) -> Outcome | None:
             instance = service.visible_instance(actor, instance_id)
-            done = instance.status == CANCELLED and instance.cancel_reason == data.reason
+            done = (instance.status == CANCELLED and instance.cancel_reason == data.reason
+                    and instance.cancelled_by == actor.user_id)
             return _outcome(instance) if done else None
 
         return await run_command(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -12,7 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from domain.errors import Unavailable
 from domain.identity import Actor
-from domain.task import COMPLETED, WorkflowTask
+from domain.task import COMPLETED, OPEN, WorkflowTask
 from interface.http import schemas, views
 from interface.http.commands import Outcome, run_command
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
@@ -70,7 +71,9 @@ class TaskController(Controller):
     ) -> Response[schemas.Task]:
         """A member of the task's group takes it; claiming a task you hold changes nothing."""
         return await self._act(request, services, task_id, "claim_task",
-                               lambda: services.service.claim_task(request.user, task_id))
+                               lambda: services.service.claim_task(request.user, task_id),
+                               recover=_recover_when(services, request.user, task_id,
+                                                     lambda task: task.assignee == request.user.user_id))
 
     @post("/{task_id:uuid}/unclaim", status_code=200, responses=errors(*COMMAND_ERRORS),
           summary="Hand a task back to its group")
@@ -80,7 +83,9 @@ class TaskController(Controller):
     ) -> Response[schemas.Task]:
         """The assignee (or an admin) hands the task back to its group."""
         return await self._act(request, services, task_id, "unclaim_task",
-                               lambda: services.service.unclaim_task(request.user, task_id))
+                               lambda: services.service.unclaim_task(request.user, task_id),
+                               recover=_recover_when(services, request.user, task_id,
+                                                     lambda task: task.assignee is None))
 
     @post("/{task_id:uuid}/reassign", status_code=200, responses=errors(*COMMAND_ERRORS),
           summary="Reassign a task (admins)")
@@ -91,7 +96,8 @@ class TaskController(Controller):
         """An admin gives the task to another user."""
         return await self._act(request, services, task_id, "reassign_task",
                                lambda: services.service.reassign_task(request.user, task_id, data.assignee),
-                               payload=data)
+                               payload=data, recover=_recover_when(services, request.user, task_id,
+                                                                   lambda task: task.assignee == data.assignee))
 
     @post("/{task_id:uuid}/complete", status_code=200, responses=errors(*COMMAND_ERRORS),
           summary="Complete a task")
@@ -127,6 +133,16 @@ class TaskController(Controller):
             request, services, name, decide, payload=payload, recover=recover,
             entity_of=lambda: service.visible_task(request.user, task_id),
         )
+
+
+def _recover_when(services: Services, actor: Actor, task_id: UUID, holds: Callable[[Any], bool]) -> Any:
+    """A keyed retry's answer when the open task already is as the command would leave it
+    (its first attempt saved, and lost its answer): the task as it is; None otherwise."""
+    def recover(_key: str | None) -> Outcome | None:
+        task = services.service.visible_task(actor, task_id)
+        return _outcome(task) if task.status == OPEN and holds(task) else None
+
+    return recover
 
 
 def _outcome(task: Any) -> Outcome:
