@@ -31,8 +31,26 @@ def _path(error: Any) -> str:
     if error.validator == "required":
         missing = re.match(r"'([^']+)' is a required property", error.message)
         if missing:
-            return f"{path}.{missing.group(1)}" if path != "$" else f"$.{missing.group(1)}"
+            return _member(path, missing.group(1))
     return path
+
+
+def _problems(error: Any) -> list[Problem]:
+    """The problems one schema error stands for: a field the form does not have is named at
+    its own path (``$.colour``), one problem each, not at the object that holds it."""
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        known = set(schema.get("properties", {}))
+        patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
+        extra = [key for key in error.instance
+                 if key not in known and not any(p.search(key) for p in patterns)]
+        if extra:
+            return [Problem(_member(error.json_path, key), "this form has no such field") for key in extra]
+    return [Problem(_path(error), error.message)]
+
+
+def _member(path: str, key: str) -> str:
+    return f"{path}.{key}"
 
 
 def validate_form(schema_text: str | None, data: Any) -> dict[str, Any]:
@@ -46,7 +64,8 @@ def validate_form(schema_text: str | None, data: Any) -> dict[str, Any]:
     if size > MAX_FORM_BYTES:
         raise InvalidInput("form data is too large", [Problem("$", f"at most {MAX_FORM_BYTES} bytes")])
     problems = [
-        Problem(f"$.{key}", "field names may not start with '_'")
+        Problem(f"$.{key}", "field names may not start with '_'" if str(key).startswith("_")
+                else "a field name is a letter or '_' followed by letters, digits or '_'")
         for key in data
         if not isinstance(key, str) or key.startswith("_") or not key.isidentifier()
     ]
@@ -59,7 +78,7 @@ def validate_form(schema_text: str | None, data: Any) -> dict[str, Any]:
             # A form stored before bundles were checked for this: the definition is at fault.
             raise Conflict(f"this task's form cannot be checked ({error}): an admin must deploy a fixed "
                            "definition version") from None
-        problems += [Problem(_path(error), error.message) for error in errors]
+        problems += [problem for error in errors for problem in _problems(error)]
     if problems:
         raise InvalidInput("the form data is not valid", problems)
     return data

@@ -24,7 +24,8 @@ from interface.http.services import Services
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 LOG_POSITION = "Workflow-Log-Position"
-KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}\Z")
+_UUID_IN_PATH = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _fingerprint_encoder = msgspec.json.Encoder(order="sorted")
 _encoder = msgspec.json.Encoder()
 
@@ -141,15 +142,19 @@ def check_if_match(header: str, version: int) -> bool:
     tags = [tag.strip() for tag in header.split(",") if tag.strip()]
     if "*" in tags:
         return False
-    wanted = {tag.removeprefix("W/").strip('"') for tag in tags}
+    # If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never matches.
+    wanted = {tag.strip('"') for tag in tags if not tag.startswith("W/")}
     if str(version) not in wanted:
-        raise PreconditionFailed(f"the entity is at version {version}, not {', '.join(sorted(wanted))}")
+        named = ", ".join(sorted(tags))
+        raise PreconditionFailed(f"the entity is at version {version}, not {named}")
     return True
 
 
 def _fingerprint(request: Request, payload: msgspec.Struct | None) -> str:
     digest = hashlib.sha256()
-    digest.update(f"{request.method} {request.url.path}\n".encode())
+    # Ids in the path in any case name the same entity, so they fingerprint the same.
+    path = _UUID_IN_PATH.sub(lambda found: found.group(0).lower(), request.url.path)
+    digest.update(f"{request.method} {path}\n".encode())
     if payload is not None:
         digest.update(_fingerprint_encoder.encode(payload))
     return digest.hexdigest()

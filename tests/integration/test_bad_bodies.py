@@ -76,3 +76,33 @@ def test_a_nul_character_in_a_stored_text_field_is_a_422_at_its_path(client: Any
 def test_a_token_whose_subject_holds_a_nul_is_refused(client: Any, settings: Any) -> None:
     response = client.get("/instances", headers=auth(settings, "lin\u0000"))
     assert response.status_code == 401
+
+
+def test_an_unknown_body_field_is_named_at_its_own_path(client: Any, settings: Any) -> None:
+    response = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e",
+                                               "colour": "red"}, headers=auth(settings, "learner-lin"))
+    assert response.status_code == 422, response.text
+    assert [error["path"] for error in response.json()["errors"]] == ["$.colour"]
+
+
+def test_a_key_with_a_trailing_newline_is_refused_and_a_weak_if_match_never_matches(
+    client: Any, settings: Any
+) -> None:
+    from interface.http.commands import KEY_PATTERN, check_if_match
+    from interface.http.problems import PreconditionFailed
+
+    assert KEY_PATTERN.match("key") and not KEY_PATTERN.match("key\n")
+    assert check_if_match('"3"', 3)
+    with pytest.raises(PreconditionFailed):
+        check_if_match('W/"3"', 3)
+
+
+def test_an_id_in_capitals_replays_the_same_keyed_command(client: Any, settings: Any) -> None:
+    learner = auth(settings, "learner-lin")
+    started = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
+                          headers=learner).json()["id"]
+    keyed = {**learner, "Idempotency-Key": "cancel-once"}
+    first = client.post(f"/instances/{started}/cancel", json={"reason": "wrong one"}, headers=keyed)
+    again = client.post(f"/instances/{started.upper()}/cancel", json={"reason": "wrong one"}, headers=keyed)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.headers["idempotent-replayed"] == "true"

@@ -189,7 +189,7 @@ def _snapshot(app: WorkflowService, instance_id: UUID, task_id: UUID) -> tuple[i
     ("data", "paths"),
     [
         ({"statement": "too short", "evidence_files": []}, {"$.statement", "$.evidence_files"}),
-        ({"evidence_files": ["not-a-uuid"], "extra": 1}, {"$.statement", "$.evidence_files[0]", "$"}),
+        ({"evidence_files": ["not-a-uuid"], "extra": 1}, {"$.statement", "$.evidence_files[0]", "$.extra"}),
         ({"statement": 5, "evidence_files": "x"}, {"$.statement", "$.evidence_files"}),
         ({"_private": 1}, {"$._private"}),
         ([1, 2], {"$"}),
