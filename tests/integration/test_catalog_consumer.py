@@ -61,6 +61,19 @@ def applied_through(app, topic: str, count: int) -> bool:
     return (app.recorder.max_tracking_id(tracking_name(topic, 0)) or 0) >= count
 
 
+async def consume_until(app, settings, topic: str, messages: list, count: int, options=FAST_CONSUMER):
+    """Produces ``messages``, runs a consumer until its stored position reaches ``count``,
+    stops it (raising what it ended with) and returns it."""
+    await produce(settings, topic, messages)
+    consumer = CatalogConsumer(app, settings, options)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await until(lambda: applied_through(app, topic, count) or task.done())
+    stop.set()
+    await task
+    return consumer
+
+
 def test_the_six_example_events_make_definitions_and_deployments_and_are_published(app, settings, kafka_broker):
     catalog = kafka_broker.new_topic("catalog", partitions=1)
     output = kafka_broker.new_topic("workflow")
@@ -207,17 +220,7 @@ def test_a_credential_whose_skill_was_deleted_first_is_applied_and_the_partition
     messages = [structured("skill-created"), structured("skill-deleted"), structured("credential-created"),
                 structured("skill-created", id=other_skill)]
 
-    async def scenario():
-        await produce(settings, catalog, messages)
-        consumer = CatalogConsumer(app, settings, FAST_CONSUMER)
-        stop = asyncio.Event()
-        task = asyncio.create_task(consumer.run(stop))
-        await until(lambda: applied_through(app, catalog, len(messages)))
-        stop.set()
-        await task
-        return consumer
-
-    consumer = asyncio.run(scenario())
+    consumer = asyncio.run(consume_until(app, settings, catalog, messages, len(messages)))
 
     assert consumer.stats.dead_letters == 0 and consumer.stats.retries == 0
     assert app.get_definition(CREDENTIAL).skill_id == SKILL
@@ -242,13 +245,8 @@ def test_a_conflict_on_every_attempt_goes_to_the_dead_letter_topic_and_the_next_
     options = dataclasses.replace(FAST_CONSUMER, conflict_attempts=3, backoff_max=0.05)
 
     async def scenario():
-        await produce(settings, catalog, [structured("credential-created"), structured("skill-created")])
-        consumer = CatalogConsumer(app, settings, options)
-        stop = asyncio.Event()
-        task = asyncio.create_task(consumer.run(stop))
-        await until(lambda: applied_through(app, catalog, 2))
-        stop.set()
-        await task
+        consumer = await consume_until(app, settings, catalog,
+                                       [structured("credential-created"), structured("skill-created")], 2, options)
         return consumer, await read_topic(settings, dead_letters, lambda r: len(r) >= 1)
 
     consumer, records = asyncio.run(scenario())
@@ -277,17 +275,7 @@ def test_a_fetch_error_the_client_does_not_retry_restarts_the_consumer_instead_o
 
     monkeypatch.setattr(AIOKafkaConsumer, "getmany", failing_once)
 
-    async def scenario():
-        await produce(settings, catalog, [structured("skill-created")])
-        consumer = CatalogConsumer(app, settings, FAST_CONSUMER)
-        stop = asyncio.Event()
-        task = asyncio.create_task(consumer.run(stop))
-        await until(lambda: applied_through(app, catalog, 1) or task.done())
-        stop.set()
-        await task  # raises if the consumer ended with the error
-        return consumer
-
-    consumer = asyncio.run(scenario())
+    consumer = asyncio.run(consume_until(app, settings, catalog, [structured("skill-created")], 1))  # raises if it ended
 
     assert failures == [] and consumer.stats.applied == 1
     assert app.get_deployment(SKILL).name == "MIG welding"
@@ -306,17 +294,8 @@ def test_a_database_error_is_retried_and_never_skips_the_message(app, settings, 
 
     monkeypatch.setattr(app, "upsert_skill", flaky_upsert)
 
-    async def scenario():
-        await produce(settings, catalog, [structured("skill-created"), structured("skill-updated")])
-        consumer = CatalogConsumer(app, settings, FAST_CONSUMER)
-        stop = asyncio.Event()
-        task = asyncio.create_task(consumer.run(stop))
-        await until(lambda: applied_through(app, catalog, 2))
-        stop.set()
-        await task
-        return consumer
-
-    consumer = asyncio.run(scenario())
+    consumer = asyncio.run(consume_until(app, settings, catalog,
+                                         [structured("skill-created"), structured("skill-updated")], 2))
 
     assert consumer.stats.retries == 2 and consumer.stats.applied == 2 and consumer.stats.dead_letters == 0
     assert [type(e).__name__ for e in stored_events_of(app, deployment_id(SKILL))] == ["Created", "CatalogUpdated"]

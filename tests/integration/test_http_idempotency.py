@@ -14,7 +14,7 @@ from application.bootstrap import bootstrap
 from interface.examples import load_example_catalog
 from interface.http.app import create_app
 from interface.http.testing import ASSESSOR, LEARNER, api_client, auth
-from tests.integration.test_http_process import attach_evidence, only_open_task
+from tests.integration.test_http_process import attach_evidence, only_open_task, to_assessment
 
 pytestmark = pytest.mark.integration
 CREDENTIAL = "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"
@@ -95,24 +95,17 @@ def test_a_lost_response_is_recognised_as_done(app: Any, settings: Any, schema_d
     load_example_catalog(app)
     learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
     with api_client(settings, app, schema_database) as client:
-        started = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner).json()["id"]
-        submit = only_open_task(client, learner, started)
-        file_id = attach_evidence(app, settings, started)
-        client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
-            "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
-        assess = only_open_task(client, learner, started)
+        _instance, assess = to_assessment(client, app, settings, learner)
         client.post(f"/tasks/{assess}/claim", headers=assessor)
         body, key = {"data": {"score": 90, "feedback": "Good."}}, {"Idempotency-Key": "assess-1"}
         first = client.post(f"/tasks/{assess}/complete", json=body, headers={**assessor, **key})
-        with psycopg.connect(schema_database.conninfo(), autocommit=True) as connection:
-            connection.execute(f'DELETE FROM "{schema_database.schema}".http_idempotency')
+        forget_responses(schema_database)
         retry = client.post(f"/tasks/{assess}/complete", json=body, headers={**assessor, **key})
         plain_retry = client.post(f"/tasks/{assess}/complete", json=body, headers=assessor)
         cancel = {"reason": "moving abroad"}
         other = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner).json()["id"]
         client.post(f"/instances/{other}/cancel", json=cancel, headers={**learner, "Idempotency-Key": "c"})
-        with psycopg.connect(schema_database.conninfo(), autocommit=True) as connection:
-            connection.execute(f'DELETE FROM "{schema_database.schema}".http_idempotency')
+        forget_responses(schema_database)
         cancel_retry = client.post(f"/instances/{other}/cancel", json=cancel, headers={**learner, "Idempotency-Key": "c"})
     assert first.status_code == retry.status_code == 200
     assert retry.json() == first.json()
@@ -159,12 +152,7 @@ def test_a_lost_response_with_if_match_is_answered_as_done_with_its_log_position
     load_example_catalog(app)
     learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
     with api_client(settings, app, schema_database) as client:
-        started = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner).json()["id"]
-        submit = only_open_task(client, learner, started)
-        file_id = attach_evidence(app, settings, started)
-        client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
-            "statement": "My fillet weld on 6 mm mild steel, photographed after cleaning.", "evidence_files": [file_id]}})
-        assess = only_open_task(client, learner, started)
+        _instance, assess = to_assessment(client, app, settings, learner)
         version = client.get(f"/tasks/{assess}", headers=assessor).headers["etag"]
         claimed = client.post(f"/tasks/{assess}/claim", headers={**assessor, "If-Match": version,
                                                                  "Idempotency-Key": "claim-1"})
