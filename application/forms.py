@@ -78,6 +78,10 @@ def validate_form(schema_text: str | None, data: Any) -> dict[str, Any]:
             # A form stored before bundles were checked for this: the definition is at fault.
             raise Conflict(f"this task's form cannot be checked ({error}): an admin must deploy a fixed "
                            "definition version") from None
+        except RecursionError:
+            # The same, for a form that refers to itself without end.
+            raise Conflict("this task's form refers to itself without end and cannot be checked: an admin "
+                           "must deploy a fixed definition version") from None
         problems += [problem for error in errors for problem in _problems(error)]
     if problems:
         raise InvalidInput("the form data is not valid", problems)

@@ -29,7 +29,7 @@ from application.engine.safe_xml import parse_xml
 from application.engine.serializer import ENGINE_FORMAT, spec_state
 from domain.errors import BundleInvalid, Problem
 
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.(bpmn|dmn|json)$")
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.(bpmn|dmn|json)\Z")
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
 _FORM_URI = "urn:skillbase:form"
 
@@ -79,7 +79,7 @@ def validate_bundle(files: dict[str, bytes], *, max_bytes: int) -> ParsedBundle:
         parser.add_bpmn_xml(trees[bpmn_name], filename=bpmn_name)
         for name, tree in trees.items():
             if name.endswith(".dmn"):
-                parser.add_dmn_xml(tree, filename=name)
+                parser.add_dmn_xml(tree.getroot(), filename=name)
         spec = parser.get_spec(process_id)
         subprocess_specs = parser.get_subprocess_specs(process_id)
     except ValidationException as error:
@@ -93,6 +93,11 @@ def validate_bundle(files: dict[str, bytes], *, max_bytes: int) -> ParsedBundle:
                     line=error.line_number or None,
                 )
             ],
+        ) from None
+    except Exception as error:  # noqa: BLE001 - SpiffWorkflow's parser fails in other ways too
+        raise BundleInvalid(
+            "the BPMN process cannot be parsed",
+            [Problem(path=bpmn_name, message=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")],
         ) from None
     problems = conventions.check(spec, subprocess_specs, forms, files)
     if problems:
@@ -179,6 +184,7 @@ def _parse_forms(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
                 raise ValueError("a form schema is a JSON object")
             Draft202012Validator.check_schema(schema)
             _check_references(schema)
+            _check_terminates(schema)
         except json.JSONDecodeError as error:
             problems.append(Problem(path=name, message=f"not JSON: {error.msg}", line=error.lineno))
         except SchemaError as error:
@@ -191,6 +197,17 @@ def _parse_forms(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
     if problems:
         raise BundleInvalid("a form file is not a valid JSON Schema", problems)
     return forms
+
+
+def _check_terminates(schema: dict[str, Any]) -> None:
+    """A form that refers to itself without end (``{"$ref": "#"}``) is a valid schema that
+    no submission can ever pass: validating anything against it recurses until Python
+    stops it. Validating an empty object shows it here, at upload."""
+    try:
+        for _error in Draft202012Validator(schema).iter_errors({}):
+            pass
+    except RecursionError:
+        raise ValueError("the form refers to itself without end ($ref): no submission could be checked") from None
 
 
 def _check_references(schema: dict[str, Any]) -> None:

@@ -1,8 +1,10 @@
 """The skillbase BPMN conventions (DESIGN.md), checked on a parsed process.
 
 - every end event of the main process declares ``outcome`` = ``pass`` or ``fail``;
-- every user and manual task lies in a lane (the lane is its candidate group);
-- a user task's ``formJsonSchemaFilename`` names a form file of the bundle;
+- every user and manual task lies in a lane with a name (the lane is its candidate group);
+- a user task's ``formJsonSchemaFilename`` names a form file of the bundle, and only user
+  tasks have one;
+- no service task (the service calls no other services);
 - every script, condition, payload and timer expression passes the sandbox's check;
 - an ``email`` message names a ``template`` and one recipient (``to`` or ``to_group``).
 """
@@ -18,6 +20,7 @@ from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinitio
 from SpiffWorkflow.bpmn.specs.mixins.events.end_event import EndEvent
 from SpiffWorkflow.bpmn.specs.mixins.manual_task import ManualTask
 from SpiffWorkflow.bpmn.specs.mixins.script_task import ScriptTask
+from SpiffWorkflow.bpmn.specs.mixins.service_task import ServiceTask
 from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask
 
 from application.engine.scripts import check_source
@@ -64,16 +67,22 @@ def _end_events(spec: Any, bpmn_file: str) -> Iterator[Problem]:
 
 
 def _human_task(task_spec: Any, forms: dict[str, Any], bpmn_file: str) -> Iterator[Problem]:
+    if isinstance(task_spec, ServiceTask):
+        yield Problem(path=bpmn_file, element=task_spec.bpmn_id,
+                      message="service tasks are not supported: the service calls no other services")
     if not is_human(task_spec):
         return
-    if not task_spec.lane:
+    if not (task_spec.lane or "").strip():
         yield Problem(
             path=bpmn_file,
             element=task_spec.bpmn_id,
             message="a user or manual task must lie in a lane: the lane names who does it",
         )
     form = properties(task_spec).get(FORM_PROPERTY)
-    if form is not None and isinstance(task_spec, UserTask) and form not in forms:
+    if form is not None and not isinstance(task_spec, UserTask):
+        yield Problem(path=bpmn_file, element=task_spec.bpmn_id,
+                      message="only a user task takes a form: a manual task is marked done with {}")
+    elif form is not None and form not in forms:
         yield Problem(
             path=bpmn_file,
             element=task_spec.bpmn_id,

@@ -101,7 +101,7 @@ class Engine:
             task.data.update(data)
             try:
                 task.run()
-            except SpiffWorkflowException as error:
+            except Exception as error:  # noqa: BLE001 - see _run: the definition's fault
                 return self._failed(workflow, error)
             return self._run(workflow)
 
@@ -120,7 +120,10 @@ class Engine:
             definition = getattr(getattr(task, "task_spec", None), "event_definition", None)
             if task is None or task.state != TaskState.WAITING or not isinstance(definition, TimerEventDefinition):
                 return None
-            fire(task)
+            try:
+                fire(task)
+            except Exception as error:  # noqa: BLE001 - see _run: the definition's fault
+                return self._failed(workflow, error)
             return self._run(workflow)
 
     def deliver_message(
@@ -140,7 +143,7 @@ class Engine:
             event = BpmnEvent(task.task_spec.event_definition, payload=payload, correlations=correlations)
             try:
                 workflow.send_event(event)
-            except SpiffWorkflowException as error:
+            except Exception as error:  # noqa: BLE001 - see _run: the definition's fault
                 return self._failed(workflow, error)
             return self._run(workflow)
 
@@ -176,13 +179,18 @@ class Engine:
         return restricted_script_engine(timeout=self._script_timeout)
 
     def _run(self, workflow: BpmnWorkflow) -> Step:
+        # Whatever a running definition raises — SpiffWorkflow's own errors, and those it lets
+        # through from a script (a KeyError(1) turns into a TypeError inside its message), a
+        # timer expression that is not a date or duration, a multi-instance count that is not
+        # a number — is the definition's fault: the instance fails with it, as an incident an
+        # admin sees, rather than every request on it answering 500 for ever.
         try:
             workflow.do_engine_steps()
             workflow.refresh_timers()
             workflow.do_engine_steps()
-        except SpiffWorkflowException as error:
+            return self._facts(workflow)
+        except Exception as error:  # noqa: BLE001
             return self._failed(workflow, error)
-        return self._facts(workflow)
 
     def _facts(self, workflow: BpmnWorkflow) -> Step:
         messages = [_message(event) for event in workflow.get_events()]
@@ -199,14 +207,17 @@ class Engine:
             data=dict(workflow.data) if finished else {},
         )
 
-    def _failed(self, workflow: BpmnWorkflow, error: SpiffWorkflowException) -> Step:
+    def _failed(self, workflow: BpmnWorkflow, error: Exception) -> Step:
         task = getattr(error, "task", None)
+        text = str(error).splitlines()[0] if str(error) else ""
+        if not isinstance(error, SpiffWorkflowException):
+            text = f"{type(error).__name__}: {text}" if text else type(error).__name__
         return Step(
             engine_state=serializer.engine_state(workflow),
             ready=[],
             messages=[],
             timers=[],
-            error=str(error).splitlines()[0][:2000],
+            error=text[:2000],
             error_element_id=getattr(getattr(task, "task_spec", None), "bpmn_id", None),
         )
 
@@ -219,7 +230,7 @@ def _ready(task: Any) -> ReadyTask:
         name=spec.bpmn_name or spec.bpmn_id,
         kind="manual" if isinstance(spec, ManualTask) else "user",
         lane=spec.lane,
-        form=properties(spec).get(FORM_PROPERTY),
+        form=None if isinstance(spec, ManualTask) else properties(spec).get(FORM_PROPERTY),
         documentation=spec.documentation or "",
         due_in=properties(spec).get("dueIn"),
     )

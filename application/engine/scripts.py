@@ -31,6 +31,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from types import CodeType
 
+from isodate import duration_isoformat
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnvironment
 from SpiffWorkflow.exceptions import SpiffWorkflowException
@@ -87,6 +88,16 @@ def _capped_range(*args: int) -> range:
     return items
 
 
+def _internal_import(name: str, globals_: object = None, locals_: object = None, fromlist: object = (),
+                     level: int = 0) -> object:
+    """What C code of the allowed types imports behind a script's back: ``strftime`` and
+    ``date.today`` load ``time``, ``strptime`` loads ``_strptime``. Scripts cannot name it
+    (names starting with ``_`` are refused), and nothing else can be imported through it."""
+    if level or name not in ("time", "_strptime"):
+        raise ImportError(f"scripts cannot import {name!r}")
+    return builtins.__import__(name, globals_, locals_, fromlist, level)
+
+
 SAFE_BUILTINS: dict[str, object] = {
     **{name: getattr(builtins, name) for name in (
         "abs all any bool dict divmod enumerate filter float int isinstance len list map "
@@ -95,6 +106,7 @@ SAFE_BUILTINS: dict[str, object] = {
     "range": _capped_range,
     "True": True, "False": False, "None": None,
     "date": date, "datetime": datetime, "timedelta": timedelta,
+    "__import__": _internal_import,
 }
 
 
@@ -244,6 +256,8 @@ class RestrictedEnvironment(TaskDataEnvironment):
             self._run(exec, code, context)
         finally:
             self._remove_globals_and_functions_from_context(context, external_context)
+        for name, value in list(context.items()):
+            context[name] = storable(value, name)
         return True
 
     def _run(self, run, code, namespace):
@@ -262,9 +276,50 @@ class RestrictedEnvironment(TaskDataEnvironment):
             sys.settrace(previous)
 
 
+MAX_DATA_DEPTH = 64
+
+
+def storable(value: object, path: str, depth: int = 0) -> object:
+    """``value`` as task data can be stored: JSON. Dates and times become ISO 8601 strings
+    (``timedelta`` a duration, ``P14D``); a value JSON cannot hold (a set, a number that is
+    not finite, a key that is not a string, anything else a script made) is the script's
+    error, named with where it is, instead of a save that fails on every retry."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"task data {path} is {value!r}: only finite numbers can be stored")
+        return value
+    if depth >= MAX_DATA_DEPTH:
+        raise ValueError(f"task data {path} is nested more than {MAX_DATA_DEPTH} levels deep")
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return duration_isoformat(value)
+    if isinstance(value, (list, tuple)):
+        return [storable(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
+    if isinstance(value, dict):
+        stored = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"task data {path} has the key {key!r}: keys must be strings")
+            stored[key] = storable(item, f"{path}.{key}", depth + 1)
+        return stored
+    raise ValueError(f"task data {path} is a {type(value).__name__}, which cannot be stored "
+                     "(use lists, dicts, strings, numbers, true/false or null)")
+
+
 class RestrictedScriptEngine(PythonScriptEngine):
     """Keeps the reason in the message: SpiffWorkflow's ``evaluate`` wraps any error in a
-    ``WorkflowTaskException("Error evaluating expression ...")`` that drops its text."""
+    ``WorkflowTaskException("Error evaluating expression ...")`` that drops its text, and its
+    ``create_task_exec_exception`` fails on an error whose argument is not text."""
+
+    def create_task_exec_exception(self, task, script, err):
+        # SpiffWorkflow appends ``err.args[0]`` to a string: a KeyError(1) raised a TypeError
+        # in its place. Any argument is made text first.
+        if err.args and not isinstance(err.args[0], str):
+            err.args = (repr(err.args[0]), *err.args[1:])
+        return super().create_task_exec_exception(task, script, err)
 
     def evaluate(self, task, expression, external_context=None):
         try:

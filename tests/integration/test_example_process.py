@@ -497,3 +497,46 @@ def test_a_start_with_an_id_already_started_answers_that_instance_and_stores_not
     with pytest.raises(Conflict, match="already exists for another start"):
         app.start_instance(SAM, credential_id, wanted)
     assert app.recorder.max_notification_id() == head
+
+
+# -- a definition that fails at run time -------------------------------------------------------
+
+
+def _deploy(app: WorkflowService, credential_id: str, files: dict[str, bytes]) -> None:
+    number = app.upload_definition_version(ADMIN, credential_id, files)
+    app.deploy_definition_version(ADMIN, credential_id, number)
+
+
+@pytest.mark.parametrize(("script", "error"), [
+    ("x = {}[1]", "KeyError"),                     # SpiffWorkflow's own message building failed on it
+    ("tags = set(['a'])", "is a set"),             # could not be stored: every save failed
+    ("due = date.today() + timedelta(days=14)", None),  # needs the import behind date.today
+])
+def test_a_script_that_fails_at_run_time_fails_the_instance_not_every_request(
+    app: WorkflowService, settings: Any, catalog: tuple[str, str], script: str, error: str | None
+) -> None:
+    from tests.unit.test_bundles import _with_script
+
+    _skill, credential_id = catalog
+    _deploy(app, credential_id, _with_script(script))
+    instance_id = app.start_instance(LIN, credential_id)
+    submit(app, LIN, instance_id, attach(app, settings, LIN, instance_id)["id"])
+    instance = app.get_instance(instance_id)
+    if error is None:
+        assert instance.status == "running" and instance.error is None
+    else:
+        assert instance.status == "failed", instance.status
+        assert error in instance.error
+
+
+def test_a_timer_expression_that_is_not_a_duration_fails_the_instance_when_it_starts_waiting(
+    app: WorkflowService, settings: Any, catalog: tuple[str, str]
+) -> None:
+    from tests.unit.test_bundles import replaced
+
+    _skill, credential_id = catalog
+    _deploy(app, credential_id, replaced('"P14D"', '"14 days"'))
+    instance_id = app.start_instance(LIN, credential_id)
+    submit(app, LIN, instance_id, attach(app, settings, LIN, instance_id)["id"])
+    instance = app.get_instance(instance_id)
+    assert instance.status == "failed" and "duration" in instance.error.lower()

@@ -297,3 +297,66 @@ def test_a_learner_cannot_upload(memory_app: Any) -> None:
     assert app.get_definition(credential).latest_version == 1
 
 
+
+
+# -- what validated and then failed at run time (found in review) ------------------------------
+
+DMN = """<?xml version="1.0" encoding="UTF-8"?>
+<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" id="rules" name="Rules" namespace="skillbase">
+  <decision id="grade" name="Grade">
+    <decisionTable id="grade_table">
+      <input id="in_score" label="Score">
+        <inputExpression id="in_score_expr" typeRef="number"><text>score</text></inputExpression>
+      </input>
+      <output id="out_grade" name="grade" typeRef="string" />
+      <rule id="r1">
+        <inputEntry id="r1_in"><text>&gt;= 70</text></inputEntry>
+        <outputEntry id="r1_out"><text>"pass"</text></outputEntry>
+      </rule>
+    </decisionTable>
+  </decision>
+</definitions>
+"""
+
+
+def test_a_bundle_with_a_dmn_file_is_parsed_not_a_crash() -> None:
+    bundle = validate_bundle({**EXAMPLE, "rules.dmn": DMN.encode()}, max_bytes=LIMIT)
+    assert "rules.dmn" in bundle.files
+
+
+def test_a_form_that_refers_to_itself_without_end_is_refused() -> None:
+    problem = only(refused({**EXAMPLE, ASSESS_FORM: b'{"type": "object", "$ref": "#"}'}))
+    assert problem.path == ASSESS_FORM and "refers to itself" in problem.message
+
+
+def test_a_service_task_is_refused() -> None:
+    files = replaced(
+        "      <bpmn:documentation>Watch the learner perform the skill in person, then mark this task done.</bpmn:documentation>\n",
+        "      <bpmn:extensionElements><spiffworkflow:serviceTaskOperator id=\"http/GetRequest\" "
+        "resultVariable=\"answer\" /></bpmn:extensionElements>\n")
+    files[BPMN] = files[BPMN].replace(b'<bpmn:manualTask id="observe_demonstration"',
+                                      b'<bpmn:serviceTask id="observe_demonstration"').replace(
+        b"</bpmn:manualTask>", b"</bpmn:serviceTask>")
+    problems = refused(files)
+    assert any(p.element == "observe_demonstration" and "service tasks" in p.message for p in problems), problems
+
+
+def test_a_lane_with_a_blank_name_is_refused() -> None:
+    problems = refused(replaced('<bpmn:lane id="lane_assessor" name="Assessor">', '<bpmn:lane id="lane_assessor" name="  ">'))
+    assert any(p.element == "assess_evidence" and "lane" in p.message for p in problems), problems
+
+
+def test_a_manual_task_with_a_form_is_refused() -> None:
+    documentation = ("      <bpmn:documentation>Watch the learner perform the skill in person, then mark this "
+                     "task done.</bpmn:documentation>\n")
+    files = replaced(documentation, documentation +
+                     '      <bpmn:extensionElements><spiffworkflow:properties><spiffworkflow:property '
+                     'name="formJsonSchemaFilename" value="checklist.json" /></spiffworkflow:properties>'
+                     '</bpmn:extensionElements>\n')
+    problem = only(refused(files))
+    assert problem.element == "observe_demonstration" and "only a user task takes a form" in problem.message
+
+
+def test_a_file_name_ending_in_a_newline_is_refused() -> None:
+    problems = refused({**EXAMPLE, "extra.json\n": b"{}"})
+    assert any(p.path == "extra.json\n" for p in problems), problems

@@ -386,3 +386,30 @@ def test_an_identifier_is_accepted_exactly_when_it_is_safe(name):
 def test_names_hidden_in_match_patterns_and_definitions_are_refused(source: str) -> None:
     """A review found ``case str(__class__=c)`` reading dunder attributes past the check."""
     assert check_source(source, mode="exec"), source
+
+
+def test_dates_a_script_makes_are_stored_as_iso_8601_and_strftime_works(env):
+    context: dict = {}
+    env.execute("due = date(2024, 1, 1) + timedelta(days=14)\ngap = timedelta(days=14)\n"
+                "year = datetime(2024, 5, 6).strftime('%Y')\nparsed = datetime.strptime('2024-01-02', '%Y-%m-%d')",
+                context)
+    assert context == {"due": "2024-01-15", "gap": "P14D", "year": "2024", "parsed": "2024-01-02T00:00:00"}
+
+
+@pytest.mark.parametrize(("script", "reason"), [
+    ("tags = set(['a'])", "is a set"),
+    ("ratio = float('nan')", "finite"),
+    ("counts = {1: 'one'}", "keys must be strings"),
+    ("pairs = zip([1], [2])", "is a zip"),
+])
+def test_a_value_task_data_cannot_hold_is_the_scripts_error(env, script, reason):
+    with pytest.raises(ValueError, match=reason):
+        env.execute(script, {})
+
+
+def test_the_import_behind_datetime_reaches_nothing_else():
+    importer = SAFE_BUILTINS["__import__"]
+    assert importer("time").__name__ == "time"
+    with pytest.raises(ImportError):
+        importer("os")
+    assert check_source("__import__('time')", mode="eval")  # and scripts cannot name it
