@@ -66,6 +66,7 @@ def _uuid(value: Any) -> UUID:
 def _text(value: Any) -> str:
     if not isinstance(value, str) or "\x00" in value:  # PostgreSQL text cannot hold NUL
         raise ValueError(value)
+    value.encode("utf-8")  # nor a lone surrogate: UnicodeEncodeError, a ValueError
     return value
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -68,6 +68,8 @@ class ReadModels:
     ) -> schemas.TaskPage:
         wanted = {"credential_id": credential_id, "skill_id": skill_id, "instance_id": instance_id}
         common = {"limit": limit, "cursor": cursor, "wait_for": wait_for}
+        if due_before is not None and due_before.tzinfo is None:
+            due_before = due_before.replace(tzinfo=UTC)  # a time without a zone is UTC, as every time here
         if inbox == "all":
             if not actor.is_admin:
                 raise NotAllowed("only an admin can list every task")
@@ -119,7 +121,7 @@ class ReadModels:
         if (credential_id is None) == (skill_id is None):
             raise InvalidInput("a dashboard is of one credential or one skill",
                                [Problem("$query", "give exactly one of credential_id and skill_id")])
-        scope, scope_id = ("credential", credential_id) if credential_id else ("skill", skill_id)
+        scope, scope_id = ("credential", credential_id) if credential_id is not None else ("skill", skill_id)
         found = patiently(dashboards.dashboard, self.store, scope, str(scope_id), wait_for=wait_for)
         return _struct(schemas.Dashboard, found)
 

@@ -101,7 +101,8 @@ def _crafted(*values: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("values", [("garbage", "x"), ({"a": 1}, [1]), (None, None)], ids=repr)
+@pytest.mark.parametrize("values", [("garbage", "x"), ({"a": 1}, [1]), (None, None),
+                                    ("\ud800", "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e")], ids=repr)
 def test_a_crafted_cursor_is_a_422_on_every_list(client: Any, settings: Any, values: tuple[Any, Any]) -> None:
     admin = auth(settings, *ADMIN)
     lists = [("/tasks", {}, "inbox"), ("/tasks", {"inbox": "all"}, "tasks"), ("/instances", {}, "instances"),
@@ -180,3 +181,21 @@ def test_a_nul_character_reaches_no_route_not_even_the_upload(client: Any, setti
     stored = client.post(f"/instances/{instance}/files", content=b"notes",
                          headers={**learner, "Content-Type": "text/plain"})
     assert stored.status_code == 201, stored.text  # any media type still reaches the upload
+
+
+def test_a_due_before_without_a_zone_is_read_as_utc(client: Any, app: Any, settings: Any, schema_database: Any) -> None:
+    import psycopg
+
+    admin = auth(settings, *ADMIN)
+    _instance, assess, position = submitted(client, app, settings)
+    client.get("/tasks", params={"inbox": "all", "wait_for": position}, headers=admin)
+    with psycopg.connect(schema_database.conninfo(), autocommit=True) as connection:
+        connection.execute(f'UPDATE "{schema_database.schema}".rm_tasks SET due_at = now() + interval \'1 day\' WHERE id = %s',
+                           (assess,))
+    naive = client.get("/tasks", params={"inbox": "all", "due_before": "2099-01-01T00:00:00"}, headers=admin)
+    zoned = client.get("/tasks", params={"inbox": "all", "due_before": "2099-01-01T00:00:00Z"}, headers=admin)
+    assert naive.status_code == 200, naive.text
+    assert [t["id"] for t in naive.json()["items"]] == [t["id"] for t in zoned.json()["items"]]
+    assert assess in [t["id"] for t in naive.json()["items"]]
+    empty_id = client.get("/dashboard", params={"credential_id": ""}, headers=admin)
+    assert empty_id.status_code != 500 and empty_id.json().get("scope_id") != "None"
