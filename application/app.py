@@ -410,7 +410,7 @@ class WorkflowApplication(Application[UUID]):
             return None
         try:
             return self.clock() + isodate.parse_duration(due_in)
-        except (isodate.ISO8601Error, ValueError, TypeError):
+        except (isodate.ISO8601Error, ValueError, TypeError, OverflowError):  # P99999999D overflows
             return None
 
     # -- evidence --------------------------------------------------------------------------

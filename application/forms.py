@@ -49,6 +49,22 @@ def _problems(error: Any) -> list[Problem]:
     return [Problem(_path(error), error.message)]
 
 
+def _reserved(value: Any, path: str) -> list[Problem]:
+    """Objects carrying the key ``_type_``, which the event store would read back as an
+    encoded value (see ``application.message_commands.RESERVED_KEY``)."""
+    found: list[Problem] = []
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            if "_type_" in item:
+                found.append(Problem(_member(where, "_type_"), "the key _type_ is reserved by the event store"))
+            stack += [(v, _member(where, str(k))) for k, v in item.items()]
+        elif isinstance(item, list):
+            stack += [(v, f"{where}[{i}]") for i, v in enumerate(item)]
+    return found
+
+
 def _member(path: str, key: str) -> str:
     return f"{path}.{key}"
 
@@ -69,6 +85,7 @@ def validate_form(schema_text: str | None, data: Any) -> dict[str, Any]:
         for key in data
         if not isinstance(key, str) or key.startswith("_") or not key.isidentifier()
     ]
+    problems += _reserved(data, "$")
     if schema_text is None:
         problems += [Problem(f"$.{key}", "this task has no form: send {}") for key in data]
     else:

@@ -257,6 +257,13 @@ def _check_object(value: Any, path: str, problems: list[Problem]) -> None:
         problems.append(Problem(path, f"must be at most {MAX_JSON_BYTES // 1024} KiB as JSON"))
 
 
+# The event store reads an object with the keys ``_type_`` and ``_data_`` back as an encoded
+# value (eventsourcing's JSON transcoder): stored inside an event, such an object would make
+# every later load of the aggregate fail. No data from outside may carry the key.
+RESERVED_KEY = "_type_"
+RESERVED_KEY_PROBLEM = "the key _type_ is reserved by the event store"
+
+
 def _check_json(value: Any, path: str, depth: int, problems: list[Problem]) -> None:
     """JSON values only, nested at most ``MAX_JSON_DEPTH`` containers deep, strings that
     PostgreSQL's jsonb takes (no NUL, valid UTF-8). Never recurses past the limit."""
@@ -265,6 +272,8 @@ def _check_json(value: Any, path: str, depth: int, problems: list[Problem]) -> N
     if isinstance(value, (dict, list)) and depth > MAX_JSON_DEPTH:
         problems.append(Problem(path, f"nests deeper than {MAX_JSON_DEPTH} levels"))
     elif isinstance(value, dict):
+        if RESERVED_KEY in value:
+            problems.append(Problem(_key_path(path, RESERVED_KEY), RESERVED_KEY_PROBLEM))
         for key, item in value.items():
             if not isinstance(key, str) or _string_problem(key):
                 problems.append(Problem(path, f"has a key that is not a usable string ({_string_problem(key)})"))

@@ -299,6 +299,8 @@ def storable(value: object, path: str, depth: int = 0) -> object:
     if isinstance(value, (list, tuple)):
         return [storable(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
     if isinstance(value, dict):
+        if "_type_" in value:
+            raise ValueError(f"task data {path} has the key _type_, which the event store reserves")
         stored = {}
         for key, item in value.items():
             if not isinstance(key, str):

@@ -33,7 +33,7 @@ def reminder_at(due: datetime, due_in: str | None) -> datetime:
     due dates follow the application's clock, event timestamps the wall clock."""
     try:
         created = due - isodate.parse_duration(due_in or "")  # months resolve at the due date
-    except (isodate.ISO8601Error, ValueError, TypeError):
+    except (isodate.ISO8601Error, ValueError, TypeError, OverflowError):
         return due - REMINDER_LEAD_MAX
     return due - min(REMINDER_LEAD_MAX, (due - created) * REMINDER_LEAD_SHARE)
 

@@ -540,3 +540,8 @@ def test_a_timer_expression_that_is_not_a_duration_fails_the_instance_when_it_st
     submit(app, LIN, instance_id, attach(app, settings, LIN, instance_id)["id"])
     instance = app.get_instance(instance_id)
     assert instance.status == "failed" and "duration" in instance.error.lower()
+
+
+def test_a_due_in_too_large_for_a_date_gives_no_due_date(app: WorkflowService) -> None:
+    assert app._due_at("P99999999D") is None and app._due_at("PT99999999999H") is None
+    assert app._due_at("P2D") is not None

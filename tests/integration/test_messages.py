@@ -216,3 +216,17 @@ def test_message_ids_by_correlation_keys_are_scoped_to_those_keys(service, crede
                                    correlation_keys={"user_id": SAM.user_id}) == "duplicate"
     assert service.get_instance(lins).status == COMPLETED and service.get_instance(sams).status == COMPLETED
     assert service.message_status("batch-7", correlation_keys={"user_id": SAM.user_id})["delivered_to"] == sams
+
+
+def test_a_payload_shaped_like_an_encoded_value_is_refused_and_the_instance_stays_loadable(service, credential_id):
+    """The event store reads {"_type_": ..., "_data_": ...} back as an encoded value: stored,
+    it made every load of the instance fail, and the timer reader with it."""
+    from domain.errors import InvalidInput
+
+    instance_id = service.start_instance(LIN, credential_id)
+    confirm(service, LIN, instance_id)
+    with pytest.raises(InvalidInput) as refused:
+        service.deliver_message(LIN, PAYMENT, {"note": {"_type_": "nope", "_data_": 1}}, "m-1",
+                                instance_id=instance_id)
+    assert [p.path for p in refused.value.problems] == ["$.payload.note._type_"]
+    assert service.get_instance(instance_id).is_running

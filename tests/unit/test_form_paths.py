@@ -38,3 +38,24 @@ def test_a_field_name_that_is_not_a_name_says_so():
     assert ("$.", not_a_name) in found and ("$.two words", not_a_name) in found
     assert ("$._private", "field names may not start with '_'") in found
     assert ("$._private", not_a_name) not in found
+
+
+def test_an_object_with_the_event_stores_reserved_key_is_refused_wherever_it_is():
+    found = problems({"score": 1, "feedback": {"nested": [{"_type_": "uuid_hex", "_data_": "00"}]}})
+    assert ("$.feedback.nested[0]._type_", "the key _type_ is reserved by the event store") in found
+
+
+def test_a_script_cannot_leave_the_reserved_key_in_task_data():
+    from application.engine.scripts import storable
+
+    with pytest.raises(ValueError, match="_type_"):
+        storable({"x": {"_type_": "nope", "_data_": 1}}, "x")
+
+
+def test_a_due_in_too_large_for_a_date_means_no_due_date_not_a_crash():
+    from datetime import UTC, datetime
+
+    from application.timers.due import REMINDER_LEAD_MAX, reminder_at
+
+    due = datetime(2030, 1, 1, tzinfo=UTC)
+    assert reminder_at(due, "P99999999D") == due - REMINDER_LEAD_MAX
