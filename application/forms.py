@@ -15,6 +15,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing.exceptions import Unresolvable
 
+from application.transcoder import RESERVED_KEY, RESERVED_KEY_PROBLEM
 from domain.errors import Conflict, InvalidInput, Problem
 
 FILE_FIELD = re.compile(r"(^|_)files?$")
@@ -50,15 +51,15 @@ def _problems(error: Any) -> list[Problem]:
 
 
 def _reserved(value: Any, path: str) -> list[Problem]:
-    """Objects carrying the key ``_type_``, which the event store would read back as an
-    encoded value (see ``application.message_commands.RESERVED_KEY``)."""
+    """Objects carrying ``RESERVED_KEY``, which the event store would read back as an
+    encoded value."""
     found: list[Problem] = []
     stack = [(value, path)]
     while stack:
         item, where = stack.pop()
         if isinstance(item, dict):
-            if "_type_" in item:
-                found.append(Problem(_member(where, "_type_"), "the key _type_ is reserved by the event store"))
+            if RESERVED_KEY in item:
+                found.append(Problem(_member(where, RESERVED_KEY), RESERVED_KEY_PROBLEM))
             stack += [(v, _member(where, str(k))) for k, v in item.items()]
         elif isinstance(item, list):
             stack += [(v, f"{where}[{i}]") for i, v in enumerate(item)]

@@ -26,6 +26,7 @@ from uuid import UUID
 
 from application.app import WorkflowApplication
 from application.outbox.tables import INBOUND, WAITS, ensure_tables, q
+from application.transcoder import RESERVED_KEY, RESERVED_KEY_PROBLEM
 from domain.errors import Conflict, InvalidInput, NotAllowed, Problem
 from domain.identity import Actor
 from domain.instance import MESSAGE_RECEIVED, WorkflowInstance
@@ -255,13 +256,6 @@ def _check_object(value: Any, path: str, problems: list[Problem]) -> None:
     _check_json(value, path, 1, problems)
     if len(problems) == before and len(json.dumps(value, ensure_ascii=False).encode()) > MAX_JSON_BYTES:
         problems.append(Problem(path, f"must be at most {MAX_JSON_BYTES // 1024} KiB as JSON"))
-
-
-# The event store reads an object with the keys ``_type_`` and ``_data_`` back as an encoded
-# value (eventsourcing's JSON transcoder): stored inside an event, such an object would make
-# every later load of the aggregate fail. No data from outside may carry the key.
-RESERVED_KEY = "_type_"
-RESERVED_KEY_PROBLEM = "the key _type_ is reserved by the event store"
 
 
 def _check_json(value: Any, path: str, depth: int, problems: list[Problem]) -> None:

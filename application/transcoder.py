@@ -21,6 +21,11 @@ from eventsourcing.persistence import JSONTranscoder, TranscodingNotRegisteredEr
 
 _decode = msgspec.json.decode
 
+# Any object with this key and ``_data_`` is read back as an encoded value, by this decoder
+# and the library's: data from outside that is stored inside events must not carry it.
+RESERVED_KEY = "_type_"
+RESERVED_KEY_PROBLEM = f"the key {RESERVED_KEY} is reserved by the event store"
+
 
 class MsgspecJSONTranscoder(JSONTranscoder):
     def decode(self, data: bytes) -> Any:

@@ -36,6 +36,7 @@ from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnvironment
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 
+from application.transcoder import RESERVED_KEY, RESERVED_KEY_PROBLEM
 from domain.errors import Problem, ScriptRejected, WorkflowError
 
 MAX_RANGE = 100_000  # items a script's range() may produce
@@ -299,8 +300,8 @@ def storable(value: object, path: str, depth: int = 0) -> object:
     if isinstance(value, (list, tuple)):
         return [storable(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
     if isinstance(value, dict):
-        if "_type_" in value:
-            raise ValueError(f"task data {path} has the key _type_, which the event store reserves")
+        if RESERVED_KEY in value:
+            raise ValueError(f"task data {path}: {RESERVED_KEY_PROBLEM}")
         stored = {}
         for key, item in value.items():
             if not isinstance(key, str):
