@@ -90,3 +90,8 @@ class TaskInbox(Projection):
     @on(TASKS, WorkflowTask.Deleted)
     def deleted(self, event: WorkflowTask.Deleted, row: Row | None) -> Row | None:
         return row and _touch(event, row, status=DELETED)
+
+    @on(TASKS, WorkflowTask.Reminded, WorkflowTask.BecameOverdue)
+    def touched(self, event: Any, row: Row | None) -> Row | None:
+        """Events that change nothing listed here but the task's version (ADR 0005)."""
+        return row and _touch(event, row)

@@ -1,5 +1,8 @@
 """Instances: one row per process instance, by user, status, result, credential, skill,
-start and end time. Lists are newest first, (started_at, id) descending."""
+start and end time. Lists are newest first, (started_at, id) descending.
+
+``version`` is the aggregate's version after its latest event, whatever the event, so an
+``If-Match`` taken from a list matches the instance's ``ETag`` (ADR 0005)."""
 
 from __future__ import annotations
 
@@ -77,3 +80,9 @@ class Instances(Projection):
     @on(INSTANCES, WorkflowInstance.Deleted)
     def deleted(self, event: WorkflowInstance.Deleted, row: Row | None) -> Row | None:
         return row and _touch(event, row, status=DELETED)
+
+    @on(INSTANCES, WorkflowInstance.Advanced, WorkflowInstance.FileAttached, WorkflowInstance.EmailSent,
+        WorkflowInstance.IncidentRaised, WorkflowInstance.IncidentRetried)
+    def touched(self, event: Any, row: Row | None) -> Row | None:
+        """Events that change nothing listed here but the instance's version."""
+        return row and _touch(event, row)

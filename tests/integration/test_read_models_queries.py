@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from domain.errors import InvalidInput
 from domain.identity import Actor
 from projections.service import start_projections
 from tests.integration.test_read_models_support import (
+    ADMIN,
     ASSESSORS,
     learner,
     run_to_end,
@@ -172,7 +175,7 @@ def test_a_cursor_of_the_right_types_still_pages(app: Any, running: Any) -> None
 def test_a_nul_character_from_the_log_does_not_stop_a_read_model(app: Any, running: Any) -> None:
     """The API refuses NUL, but the log may hold one from before, or from another path: the
     read model stores U+FFFD for it and goes on, rather than retry that batch for ever."""
-    from tests.integration.test_read_models_support import ADMIN, open_task, wait_caught_up
+    from tests.integration.test_read_models_support import open_task, wait_caught_up
     from projections.registry import selected
 
     _skill, credential = setup_catalog(app)
@@ -187,3 +190,27 @@ def test_a_nul_character_from_the_log_does_not_stop_a_read_model(app: Any, runni
         row = cur.fetchone()
     assert row["assignee"] == "bo\ufffd"
     assert open_task(app, later) is not None
+
+
+PAID_BPMN = Path(__file__).resolve().parents[1] / "fixtures" / "bpmn" / "paid-credential.bpmn"
+
+
+def test_the_listed_version_is_the_aggregates_after_every_kind_of_event(app: Any, running: Any) -> None:
+    """An If-Match taken from a list must match the entity's ETag, whatever changed last."""
+    store = ReadStore.of(app)
+    _skill, credential = setup_catalog(app)
+    instance_id = app.start_instance(learner(0), credential)
+    submit(app, instance_id)  # FileAttached, then Advanced
+    app.record_email_sent(instance_id, event_id="e-1", index=0, message_id="<m-1@example.org>")
+    app.raise_incident(instance_id, incident_id="i-1", kind="email", subject={"event_id": "e-1"},
+                       reason="refused", attempts=3)
+    app.retry_incident(ADMIN, instance_id, "i-1")
+    listed = instances.get_instance(store, instance_id, wait_for=app.recorder.max_notification_id())
+    assert listed is not None and listed["version"] == app.get_instance(instance_id).version
+
+    number = app.upload_definition_version(ADMIN, credential, {"paid-credential.bpmn": PAID_BPMN.read_bytes()})
+    app.deploy_definition_version(ADMIN, credential, number)
+    (task_id,) = app.get_instance(app.start_instance(learner(1), credential)).open_tasks
+    assert app.remind_task(task_id) and app.mark_task_overdue(task_id, datetime.now(UTC) + timedelta(days=3))
+    task = inbox.get_task(store, task_id, wait_for=app.recorder.max_notification_id())
+    assert task is not None and task["version"] == app.get_task(task_id).version == 3
