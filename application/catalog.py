@@ -21,7 +21,7 @@ from application.engine.builtin_templates import DEFAULT_TEMPLATE, load_template
 from application.engine.bundle import ParsedBundle, validate_bundle
 from domain.definition import WorkflowDefinition
 from domain.deployment import ACTIVE, RETIRED, WorkflowDeployment
-from domain.errors import InvalidInput, NotAllowed, Problem
+from domain.errors import Conflict, InvalidInput, NotAllowed, Problem
 from domain.identity import SYSTEM, Actor
 from domain.ids import definition_id, deployment_id
 
@@ -162,6 +162,8 @@ class CatalogCommands(WorkflowApplication):
         _require_admin(actor, "deploy definitions")
         definition = self.get_definition(credential_id)
         definition.get_version(number)
+        if definition.deleted:  # the catalog withdrew it: pinning it again would revive it
+            raise Conflict(f"the credential {credential_id} is deleted")
         deployment = self.get_deployment(definition.skill_id)
         deployment.pin(credential_id=credential_id, definition_id=definition.id, version=number, by=actor.user_id)
         self.save_all(deployment)

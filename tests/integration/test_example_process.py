@@ -351,6 +351,10 @@ def test_a_deleted_credential_starts_nothing_but_running_instances_finish(
     assert app.delete_credential(credential_id=deleted["id"], version=deleted["version"], skill_id=deleted["skill_id"])
     with pytest.raises(Conflict, match="deleted"):
         app.start_instance(SAM, credential_id)
+    with pytest.raises(Conflict, match="deleted"):  # an admin cannot pin it again either
+        app.deploy_definition_version(ADMIN, credential_id, 1)
+    with pytest.raises(Conflict, match="deleted"):
+        app.start_instance(SAM, credential_id)
     file = attach(app, settings, LIN, running)
     submit(app, LIN, running, file["id"])
     assess(app, running, 85)
