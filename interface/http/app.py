@@ -71,6 +71,9 @@ def create_app(
         pool = ConnectionPool(db.conninfo(), min_size=1, max_size=max(2, settings.database_pool_size),
                               open=False, name="http-api", kwargs={"autocommit": True})
         pool.open(wait=False)
+        ready_pool = ConnectionPool(db.conninfo(), min_size=1, max_size=1, open=False, name="http-ready",
+                                    kwargs={"autocommit": True}, timeout=2)
+        ready_pool.open(wait=False)
         try:
             idempotency = IdempotencyStore(pool, db.schema)
             idempotency.create_table()
@@ -92,13 +95,14 @@ def create_app(
                 readers.workers = start_workers(workflow, settings)
             metrics.watch_log(workflow.recorder.max_notification_id, readers.positions)
             app.state.services = Services(settings=settings, service=workflow, pool=pool,
-                                          idempotency=idempotency, metrics=metrics,
+                                          idempotency=idempotency, metrics=metrics, ready_pool=ready_pool,
                                           queries=_resolve(queries, workflow, pool, db))
             try:
                 yield
             finally:
                 await readers.stop()
         finally:
+            ready_pool.close()
             pool.close()
             if owned:
                 workflow.close()

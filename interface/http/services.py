@@ -1,12 +1,15 @@
 """What the controllers use, opened once in the app's lifespan: the workflow service,
-the idempotency store, a small pool for the API's own queries, the metrics.
+the idempotency store, a small pool for the API's own queries, a connection of its own for
+readiness, the metrics.
 
 eventsourcing and psycopg are synchronous, so every call goes through ``run`` (commands and
 entity reads: ``http_command_threads`` worker threads), ``read`` (read-model lists: one
 thread per connection of the read pool, so they never queue on it) or ``operate``
 (readiness and metrics: two threads of their own). Three bulkheads: lists that wait for a
 log position cannot take the threads commands need, and commands stuck on a database that
-is down cannot keep readiness from answering that it is.
+is down cannot keep readiness from answering that it is. Readiness also asks on a
+connection no command holds: a keyed command keeps one of ``pool`` (its idempotency
+record) for as long as it runs, and a busy replica is still a ready one.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Services:
     pool: ConnectionPool
     idempotency: IdempotencyStore
     metrics: Metrics
+    ready_pool: ConnectionPool | None = None  # readiness's own connection; ``pool`` if None
     queries: Any = None  # application.queries, once the read models exist
     limiter: CapacityLimiter = field(init=False)
     read_limiter: CapacityLimiter = field(init=False)
@@ -72,6 +76,6 @@ class Services:
                                [Problem("query:wait_for", f"the event log is at {head}")])
 
     def database_answers(self) -> bool:
-        with self.pool.connection(timeout=2) as connection:
+        with (self.ready_pool or self.pool).connection(timeout=2) as connection:
             connection.execute("SELECT 1")
         return True

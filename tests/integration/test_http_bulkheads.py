@@ -80,3 +80,34 @@ def test_the_command_threads_setting_is_checked(app: Any, settings: Any, schema_
     with pytest.raises(ValueError, match="HTTP_COMMAND_THREADS must be at least 1, got 0"), \
             api_client(settings, app, schema_database):
         pass
+
+
+def test_readiness_answers_while_keyed_commands_hold_every_connection_of_the_api_pool(
+    app: Any, settings: Any, schema_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keyed command holds a connection of the API's pool (its idempotency record) for as
+    long as it runs: readiness must not wait for one, or load would take the replica out."""
+    load_example_catalog(app)
+    settings = msgspec.structs.replace(settings, http_command_threads=2, database_pool_size=2)
+    task = app.get_instance(app.start_instance(Actor.of(LEARNER[0]), CREDENTIAL)).open_tasks[0]
+    release = threading.Event()
+
+    def stuck(*_args: Any, **_kwargs: Any) -> None:  # a slow command, its idempotency key held
+        release.wait(10)
+
+    monkeypatch.setattr(app, "claim_task", stuck)
+    with api_client(settings, app, schema_database) as client:
+        commands = [threading.Thread(target=client.post, args=(f"/tasks/{task}/claim",),
+                                     kwargs={"headers": {**auth(settings, *LEARNER), "Idempotency-Key": f"k-{n}"}})
+                    for n in range(2)]
+        for command in commands:
+            command.start()
+        time.sleep(0.5)  # both commands hold a connection of the pool of two
+        began = time.monotonic()
+        ready = client.get("/ready")
+        took = time.monotonic() - began
+        release.set()
+        for command in commands:
+            command.join(10)
+    assert ready.status_code == 200, ready.text
+    assert took < 1.0, f"readiness waited {took:.1f} s for a connection of the API's pool"
