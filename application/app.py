@@ -204,7 +204,9 @@ class WorkflowApplication(Application[UUID]):
     def save_all(self, *aggregates: Any, tracking: Tracking | None = None) -> None:
         """Saves every aggregate's new events atomically; a concurrent change is a Conflict."""
         processing = ProcessingEvent(tracking=tracking)
-        processing.collect_events(*aggregates)
+        for aggregate in aggregates:  # the library's collect_events checks a runtime protocol
+            processing.events.extend(aggregate.collect_events())  # per object (~40 µs each):
+            processing.aggregates[aggregate.id] = aggregate  # every aggregate here is ours
         self._check_expected_versions(processing.events)
         try:
             recordings = self._record(processing)
