@@ -157,6 +157,14 @@ def test_the_audit_trail_takes_the_aggregate_id_or_the_catalog_id(
     other = "instance" if entity == "definition" else "task"
     assert client.get(f"/audit/{other}/{catalog_id}", headers=admin).status_code == 404
     assert client.get(f"/audit/{entity}/00000000-0000-4000-8000-000000000000", headers=admin).status_code == 404
+    # with a cursor too: past the end of a known entity is an empty page, an unknown one is not found
+    for named in (aggregate_id, catalog_id):
+        past = client.get(f"/audit/{entity}/{named}", params={"cursor": "999"}, headers=admin)
+        assert past.status_code == 200 and past.json()["items"] == [] and past.json()["id"] == aggregate_id
+    for unknown in ("00000000-0000-4000-8000-000000000000", aggregate_id):
+        wrong = other if unknown == aggregate_id else entity
+        answer = client.get(f"/audit/{wrong}/{unknown}", params={"cursor": "1"}, headers=admin)
+        assert answer.status_code == 404, answer.text
 
 
 @pytest.mark.parametrize(("path", "parameter"), [

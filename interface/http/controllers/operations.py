@@ -84,15 +84,20 @@ class OperationsController(Controller):
                 return []
             return events
 
+        def exists(aggregate_id: UUID) -> bool:
+            first = list(services.service.events.get(aggregate_id, limit=1))
+            return bool(first) and type(first[0]).__qualname__.startswith(_CLASS[entity] + ".")
+
         def load() -> schemas.AuditHistory:
             aggregate_id, events = entity_id, events_of(entity_id)
             if not events and entity in _BY_CATALOG_ID:
                 # A credential or skill id (the catalog's) names its definition or deployment.
                 mapped = _BY_CATALOG_ID[entity](str(entity_id))
                 found = events_of(mapped)
-                if found:
+                if found or (after and not exists(entity_id) and exists(mapped)):
                     aggregate_id, events = mapped, found
-            if not events and not after:
+            # Nothing after a cursor is the end of a known entity's trail, not of an unknown one.
+            if not events and not (after and exists(aggregate_id)):
                 raise NotFound(f"{entity} {entity_id} not found")
             page = events[:limit]
             cursor = str(page[-1].originator_version) if len(events) > limit else None
