@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from eventsourcing import persistence
 
 from application.settings import Settings
 
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 # For a connection that holds a session advisory lock: TCP keepalives, so a silently
 # vanished server is noticed within ~30 s instead of the operating system's hours.
 LOCK_SESSION_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
+# The database (or the connection to it) is gone: a worker's round ends on these, and no
+# single row (a due time, a kept message) is blamed or backed off for them.
+DATABASE_LOST = (psycopg.OperationalError, psycopg.InterfaceError,
+                 persistence.OperationalError, persistence.InterfaceError)
 
 
 @dataclass(frozen=True)

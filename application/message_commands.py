@@ -9,31 +9,41 @@ task, message catch event), found by instance id or correlation keys. The messag
 makes it idempotent within its scope (``message_scope``: the target instance, or the
 correlation keys): the instance records it with the step it caused, and the inbound
 table remembers every (scope, id). A message nobody waits for yet is kept for ``message_keep``
-and delivered by the scheduler once an instance starts waiting (ADR 0007).
+and delivered by the scheduler once an instance starts waiting (ADR 0007). Whoever delivers
+a message (the sender's request, a scheduler on any replica) first claims it, so it reaches
+one instance; one whose delivery raises is backed off and does not hold up the others.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import unicodedata
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Any, TypeVar
-from uuid import UUID
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, TypeVar
+from uuid import UUID, uuid4
 
 from application.app import WorkflowApplication
+from application.backoff import backoff_delay
+from application.database import DATABASE_LOST
 from application.outbox.tables import INBOUND, WAITS, ensure_tables, q
 from application.transcoder import RESERVED_KEY, RESERVED_KEY_PROBLEM
-from domain.errors import Conflict, InvalidInput, NotAllowed, Problem
+from domain.errors import Conflict, InvalidInput, NotAllowed, Problem, WorkflowError
 from domain.identity import Actor
 from domain.instance import MESSAGE_RECEIVED, WorkflowInstance
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DELIVERED, DUPLICATE, KEPT, EXPIRED, PENDING = "delivered", "duplicate", "kept", "expired", "pending"
+# A kept message whose delivery raised waits this long, doubling per failure (as due rows do).
+BACKOFF_BASE_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 3600.0
 
 
 def retry_on_conflict(command: Callable[[], T], attempts: int = 5) -> T:
@@ -49,6 +59,7 @@ def retry_on_conflict(command: Callable[[], T], attempts: int = 5) -> T:
 
 class MessageCommands(WorkflowApplication):
     message_keep = timedelta(days=7)
+    message_claim = timedelta(minutes=5)  # a deliverer's lease on a message (see _claim)
 
     # -- emails out --------------------------------------------------------------------
 
@@ -116,43 +127,62 @@ class MessageCommands(WorkflowApplication):
         datastore = self.recorder.datastore
         ensure_tables(datastore)
         now = self.clock()
-        scope = message_scope(instance_id, correlation_keys)
+        message = _Message(message_scope(instance_id, correlation_keys), message_id, name, payload)
+        claim = uuid4()  # stored with the row: no scheduler round delivers it while this call does
         with datastore.transaction(commit=True) as curs:
             curs.execute(q(datastore, f"""INSERT INTO {{schema}}.{INBOUND}
-                (scope, message_id, name, payload, instance_id, correlation_keys, received_at, expires_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING message_id"""),
-                (scope, message_id, name, json.dumps(payload), instance_id, json.dumps(correlation_keys or {}),
-                 now, now + self.message_keep))
+                (scope, message_id, name, payload, instance_id, correlation_keys, received_at, expires_at,
+                 claim, claimed_until)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING message_id"""),
+                (message.scope, message_id, name, json.dumps(payload), instance_id,
+                 json.dumps(correlation_keys or {}), now, now + self.message_keep, claim, now + self.message_claim))
             if curs.fetchone() is None:
                 return DUPLICATE
         targets = [instance_id] if instance_id is not None else self._waiting_instances(name, correlation_keys or {})
-        for target in targets:
-            if self._deliver_to(target, scope, message_id, name, payload):
-                return DELIVERED
-        return KEPT
+        taken, errors = self._deliver_claimed(message, claim, targets, now)
+        if errors and not taken:
+            raise errors[0]  # kept, and backed off; the caller learns that the delivery failed
+        return DELIVERED if taken else KEPT
 
     def deliver_kept_messages(self) -> int:
-        """Delivers kept messages to instances that now wait for them; expires old ones."""
+        """Delivers kept messages to instances that now wait for them; expires old ones.
+
+        Each message is claimed before it is delivered, so of several deliverers (this round,
+        the sender's own request, rounds on other replicas) one delivers it. A message whose
+        delivery raises is logged (its id and the error's type), backed off, and the others
+        are still delivered; losing the database ends the round. Returns how many were
+        delivered."""
         datastore = self.recorder.datastore
         ensure_tables(datastore)
         now = self.clock()
         with datastore.transaction(commit=True) as curs:
-            curs.execute(q(datastore, f"UPDATE {{schema}}.{INBOUND} SET status = %s "
-                                      "WHERE status = %s AND expires_at <= %s"), (EXPIRED, PENDING, now))
-            curs.execute(q(datastore, f"""SELECT m.scope, m.message_id, m.name, m.payload, w.instance_id AS target
-                FROM {{schema}}.{INBOUND} m JOIN {{schema}}.{WAITS} w
+            curs.execute(q(datastore, f"""UPDATE {{schema}}.{INBOUND} SET status = %s
+                WHERE status = %s AND expires_at <= %s AND delivering_to IS NULL
+                  AND (claimed_until IS NULL OR claimed_until <= %s)"""), (EXPIRED, PENDING, now, now))
+            # A row left with ``delivering_to`` by a deliverer that died is a candidate even
+            # when no instance waits: that instance may have taken it (see _deliver_claimed).
+            curs.execute(q(datastore, f"""SELECT m.scope, m.message_id, m.name, m.payload, m.expires_at,
+                    array_remove(array_agg(DISTINCT w.instance_id), NULL) AS waiting
+                FROM {{schema}}.{INBOUND} m LEFT JOIN {{schema}}.{WAITS} w
                   ON w.name = m.name AND (m.instance_id IS NULL OR m.instance_id = w.instance_id)
                  AND w.correlations @> m.correlation_keys
-                WHERE m.status = %s ORDER BY m.received_at"""), (PENDING,))
+                WHERE m.status = %s AND (m.claimed_until IS NULL OR m.claimed_until <= %s)
+                  AND (m.not_before IS NULL OR m.not_before <= %s)
+                GROUP BY m.scope, m.message_id
+                HAVING m.delivering_to IS NOT NULL OR count(w.instance_id) > 0
+                ORDER BY m.received_at"""), (PENDING, now, now))
             candidates = curs.fetchall()
-        delivered: set[tuple[str, str]] = set()
+        delivered = 0
         for row in candidates:
-            key = (row["scope"], row["message_id"])
-            if key not in delivered and self._deliver_to(
-                row["target"], row["scope"], row["message_id"], row["name"], row["payload"]
-            ):
-                delivered.add(key)
-        return len(delivered)
+            message = _Message(row["scope"], row["message_id"], row["name"], row["payload"])
+            claimed = self._claim(message, now)
+            if claimed is None:  # another deliverer has it, or had it since this round looked
+                continue
+            claim, unfinished = claimed
+            targets = ([unfinished] if unfinished else []) + ([] if row["expires_at"] <= now else row["waiting"])
+            taken, _errors = self._deliver_claimed(message, claim, targets, now)
+            delivered += taken
+        return delivered
 
     def message_status(
         self, message_id: str, *, instance_id: UUID | None = None, correlation_keys: dict[str, Any] | None = None
@@ -181,7 +211,100 @@ class MessageCommands(WorkflowApplication):
                          (name, json.dumps(correlation_keys)))
             return [row["instance_id"] for row in curs.fetchall()]
 
-    def _deliver_to(self, instance_id: UUID, scope: str, message_id: str, name: str, payload: Any) -> bool:
+    # -- delivery under a claim ------------------------------------------------------------
+    #
+    # A pending message is delivered only under its claim (a random id and a lease of
+    # ``message_claim``), taken by one atomic UPDATE, so one deliverer at a time works on
+    # it. Before it hands the message to an instance, the deliverer writes that instance in
+    # ``delivering_to``. A deliverer that dies (or loses the database) leaves both behind;
+    # once the lease lapses, the next one first tries that same instance (which took the
+    # message once at most: it records the ids it took), and only if that instance does not
+    # take it any more looks for others. So no message reaches two instances, and none is
+    # lost while its instance could still take it.
+
+    def _claim(self, message: _Message, now: datetime) -> tuple[UUID, UUID | None] | None:
+        """Claims a pending message that nobody holds and is not backed off: the claim, and
+        the instance a deliverer that died was handing it to (None when there was none)."""
+        claim = uuid4()
+        datastore = self.recorder.datastore
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(q(datastore, f"""UPDATE {{schema}}.{INBOUND} SET claim = %s, claimed_until = %s
+                WHERE scope = %s AND message_id = %s AND status = %s
+                  AND (claimed_until IS NULL OR claimed_until <= %s) AND (not_before IS NULL OR not_before <= %s)
+                RETURNING delivering_to"""),
+                (claim, now + self.message_claim, message.scope, message.message_id, PENDING, now, now))
+            row = curs.fetchone()
+        return None if row is None else (claim, row["delivering_to"])
+
+    def _deliver_claimed(
+        self, message: _Message, claim: UUID, targets: list[UUID], now: datetime
+    ) -> tuple[bool, list[Exception]]:
+        """Offers a claimed message to each target in turn until one takes it; releases the
+        claim, backing the message off when a target raised. Returns whether it was taken,
+        and what the targets raised (logged here, without the payload)."""
+        errors: list[Exception] = []
+        for target in dict.fromkeys(targets):
+            if not self._update_claimed(message, claim, "delivering_to = %s", (target,)):
+                return False, errors  # the lease lapsed and another deliverer holds the message
+            try:
+                taken = self._deliver_to(target, message.message_id, message.name, message.payload)
+            except DATABASE_LOST:
+                raise  # the claim and delivering_to stay: the next deliverer after the lease tries again
+            except Exception as error:  # noqa: BLE001 -- one broken instance must not hold up others
+                # The step's save is the command's last act, and a save that raised did not
+                # commit (a lost commit is DATABASE_LOST): this target did not take the message.
+                errors.append(error)
+                log.log(logging.WARNING if isinstance(error, WorkflowError) else logging.ERROR,
+                        "message %s (scope %s) not delivered to instance %s: %s",
+                        message.message_id, message.scope, target, type(error).__name__)
+                continue
+            if taken:
+                self._record_delivery(message, target)
+                return True, errors
+        if errors:
+            self._back_off(message, claim, now)
+        else:
+            self._update_claimed(message, claim, "claim = NULL, claimed_until = NULL, delivering_to = NULL", ())
+        return False, errors
+
+    def _update_claimed(self, message: _Message, claim: UUID, assignments: str, values: tuple[Any, ...]) -> bool:
+        """Sets ``assignments`` on the message while ``claim`` still holds it."""
+        datastore = self.recorder.datastore
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(q(datastore, f"UPDATE {{schema}}.{INBOUND} SET {assignments} "
+                                      "WHERE scope = %s AND message_id = %s AND claim = %s AND status = %s"),
+                         (*values, message.scope, message.message_id, claim, PENDING))
+            return curs.rowcount == 1
+
+    def _back_off(self, message: _Message, claim: UUID, now: datetime) -> None:
+        """Sets a message aside after a failed delivery, longer after each (up to an hour),
+        and releases it."""
+        datastore = self.recorder.datastore
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(q(datastore, f"SELECT failures FROM {{schema}}.{INBOUND} "
+                                      "WHERE scope = %s AND message_id = %s AND claim = %s FOR UPDATE"),
+                         (message.scope, message.message_id, claim))
+            row = curs.fetchone()
+            if row is None:
+                return  # the lease lapsed: the deliverer that holds the message now decides
+            failures = row["failures"] + 1
+            not_before = now + timedelta(seconds=backoff_delay(failures, BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS))
+            curs.execute(q(datastore, f"""UPDATE {{schema}}.{INBOUND} SET failures = %s, not_before = %s,
+                    claim = NULL, claimed_until = NULL, delivering_to = NULL
+                WHERE scope = %s AND message_id = %s"""), (failures, not_before, message.scope, message.message_id))
+        log.error("message %s (scope %s) backed off until %s after %d failed deliveries",
+                  message.message_id, message.scope, not_before.isoformat(), failures)
+
+    def _record_delivery(self, message: _Message, instance_id: UUID) -> None:
+        """The instance has taken the message: a fact, whoever holds the claim now."""
+        datastore = self.recorder.datastore
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(q(datastore, f"""UPDATE {{schema}}.{INBOUND} SET status = %s, delivered_to = %s,
+                    claim = NULL, claimed_until = NULL, delivering_to = NULL
+                WHERE scope = %s AND message_id = %s"""),
+                (DELIVERED, instance_id, message.scope, message.message_id))
+
+    def _deliver_to(self, instance_id: UUID, message_id: str, name: str, payload: Any) -> bool:
         """True when the instance has taken the message (now or before)."""
         def command() -> bool:
             instance = self._find(WorkflowInstance, instance_id)
@@ -200,14 +323,16 @@ class MessageCommands(WorkflowApplication):
             self.save_all(instance, *others)
             return True
 
-        taken = retry_on_conflict(command)
-        if taken:
-            datastore = self.recorder.datastore
-            with datastore.transaction(commit=True) as curs:
-                curs.execute(q(datastore, f"UPDATE {{schema}}.{INBOUND} SET status = %s, delivered_to = %s "
-                                          "WHERE scope = %s AND message_id = %s"),
-                             (DELIVERED, instance_id, scope, message_id))
-        return taken
+        return retry_on_conflict(command)
+
+
+class _Message(NamedTuple):
+    """A kept message, as its deliverers need it."""
+
+    scope: str
+    message_id: str
+    name: str
+    payload: Any
 
 
 def message_scope(instance_id: UUID | None, correlation_keys: dict[str, Any] | None) -> str:

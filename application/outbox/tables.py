@@ -54,7 +54,9 @@ _DDL = (
         correlations jsonb NOT NULL,
         PRIMARY KEY (instance_id, engine_task_id))""",
     # Message ids are unique per scope (the target instance, or the correlation keys),
-    # not globally: see MessageCommands.deliver_message and ADR 0007.
+    # not globally: see MessageCommands.deliver_message and ADR 0007. A pending message is
+    # delivered by whoever holds its claim (``claim`` until ``claimed_until``), to the
+    # instance in ``delivering_to``; one that failed waits until ``not_before``.
     f"""CREATE TABLE IF NOT EXISTS {{schema}}.{INBOUND} (
         scope text NOT NULL,
         message_id text NOT NULL,
@@ -66,7 +68,23 @@ _DDL = (
         expires_at timestamptz NOT NULL,
         status text NOT NULL DEFAULT 'pending',
         delivered_to uuid,
+        failures int NOT NULL DEFAULT 0,
+        not_before timestamptz,
+        claim uuid,
+        claimed_until timestamptz,
+        delivering_to uuid,
         PRIMARY KEY (scope, message_id))""",
+    # Columns added since the first release, for tables an older release created (one
+    # statement, so one brief lock, per table).
+    f"""ALTER TABLE {{schema}}.{DUE}
+        ADD COLUMN IF NOT EXISTS failures int NOT NULL DEFAULT 0,
+        ADD COLUMN IF NOT EXISTS not_before timestamptz""",
+    f"""ALTER TABLE {{schema}}.{INBOUND}
+        ADD COLUMN IF NOT EXISTS failures int NOT NULL DEFAULT 0,
+        ADD COLUMN IF NOT EXISTS not_before timestamptz,
+        ADD COLUMN IF NOT EXISTS claim uuid,
+        ADD COLUMN IF NOT EXISTS claimed_until timestamptz,
+        ADD COLUMN IF NOT EXISTS delivering_to uuid""",
 )
 
 _ensured: set[tuple[int, str]] = set()

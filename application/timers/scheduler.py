@@ -9,7 +9,8 @@ round and fires them then.
 A row whose command raises anything but a ``WorkflowError`` (a bug, a broken instance) is
 logged with its instance id and the error's type, backed off (``backoff_delay``, growing
 per failure up to an hour) so the scheduler does not spin on it, and the round goes on
-with the other rows. Losing the database still ends the round.
+with the other rows. Kept messages get the same treatment, per message, in
+``deliver_kept_messages``. Losing the database still ends the round.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-import psycopg
-from eventsourcing import persistence
-
+from application.database import DATABASE_LOST
 from application.mail.retry import backoff_delay
 from application.timers.due import OVERDUE, REMINDER, TIMER, DueTimes
 from domain.errors import WorkflowError
@@ -31,8 +30,6 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 30.0
 BACKOFF_CAP_SECONDS = 3600.0
-_INFRASTRUCTURE = (psycopg.OperationalError, psycopg.InterfaceError,
-                   persistence.OperationalError, persistence.InterfaceError)
 
 
 class Scheduler:
@@ -50,7 +47,7 @@ class Scheduler:
                 done += bool(self._run(row, now))
             except WorkflowError as error:  # the row's subject is gone or refuses: log, go on
                 log.warning("due %s of %s not run: %s", row["kind"], row["key"], error)
-            except _INFRASTRUCTURE:
+            except DATABASE_LOST:
                 raise
             except Exception as error:  # noqa: BLE001 -- a poison row: back it off, go on with the others
                 self._back_off(row, now, error)
