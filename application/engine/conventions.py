@@ -4,6 +4,7 @@
 - every user and manual task lies in a lane with a name (the lane is its candidate group);
 - a user task's ``formJsonSchemaFilename`` names a form file of the bundle, and only user
   tasks have one;
+- a human task's ``dueIn`` is an ISO 8601 duration above zero and at most 100 years;
 - no service task (the service calls no other services);
 - every script, condition, payload and timer expression passes the sandbox's check;
 - an ``email`` message names a ``template`` and one recipient (``to`` or ``to_group``).
@@ -13,7 +14,10 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
+
+import isodate
 
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
@@ -29,6 +33,9 @@ from domain.errors import Problem
 OUTCOMES = ("pass", "fail")
 EMAIL_MESSAGE = "email"
 FORM_PROPERTY = "formJsonSchemaFilename"
+DUE_IN_PROPERTY = "dueIn"
+_SOME_DAY = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_DUE_IN_LIMIT = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
 
 def properties(task_spec: Any) -> dict[str, str]:
@@ -88,6 +95,19 @@ def _human_task(task_spec: Any, forms: dict[str, Any], bpmn_file: str) -> Iterat
             element=task_spec.bpmn_id,
             message=f"the form file {form!r} is not in the bundle",
         )
+    due_in = properties(task_spec).get(DUE_IN_PROPERTY)
+    if due_in is not None and not _is_due_in(due_in):
+        yield Problem(path=bpmn_file, element=task_spec.bpmn_id,
+                      message="dueIn is an ISO 8601 duration above zero and at most 100 years, "
+                              f"such as P14D or PT36H (found {due_in[:64]!r})")
+
+
+def _is_due_in(text: str) -> bool:
+    try:
+        due = _SOME_DAY + isodate.parse_duration(text)
+    except (isodate.ISO8601Error, ValueError, TypeError, OverflowError):
+        return False
+    return _SOME_DAY < due <= _DUE_IN_LIMIT
 
 
 def _sources(task_spec: Any) -> Iterator[tuple[str, str, str]]:

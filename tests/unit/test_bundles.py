@@ -360,3 +360,19 @@ def test_a_manual_task_with_a_form_is_refused() -> None:
 def test_a_file_name_ending_in_a_newline_is_refused() -> None:
     problems = refused({**EXAMPLE, "extra.json\n": b"{}"})
     assert any(p.path == "extra.json\n" for p in problems), problems
+
+
+@pytest.mark.parametrize("due_in", ["-P1D", "P0D", "PT0S", "two weeks", "P99999999D", "P101Y"])
+def test_a_due_in_that_gives_no_sensible_due_date_is_refused(due_in: str) -> None:
+    """Was taken silently: a typo gave no due date, a negative one a task overdue at once
+    whose reminder came after its due date."""
+    form = '<spiffworkflow:property name="formJsonSchemaFilename" value="assess-evidence.schema.json" />'
+    problem = only(refused(replaced(form, form + f'<spiffworkflow:property name="dueIn" value="{due_in}" />')))
+    assert problem.element == "assess_evidence" and problem.message.startswith("dueIn is an ISO 8601 duration")
+    assert repr(due_in) in problem.message
+
+
+@pytest.mark.parametrize("due_in", ["P14D", "PT36H", "P1M", "P1Y2M"])
+def test_a_due_in_above_zero_is_accepted(due_in: str) -> None:
+    form = '<spiffworkflow:property name="formJsonSchemaFilename" value="assess-evidence.schema.json" />'
+    validate_bundle(replaced(form, form + f'<spiffworkflow:property name="dueIn" value="{due_in}" />'), max_bytes=LIMIT)
