@@ -112,13 +112,17 @@ class MessageCommands(WorkflowApplication):
 
         Returns ``delivered`` (an instance took it now), ``kept`` (nobody waits yet: it is
         kept for ``message_keep``) or ``duplicate`` (this id arrived before in this scope:
-        no effect).
+        no effect). A new message to an instance that has ended is a ``Conflict``.
         """
         _check_message(name, message_id, correlation_keys, payload)
         if instance_id is not None:
-            self.visible_instance(actor, instance_id)  # NotFound for strangers
-            if not (actor.is_admin or actor.user_id == self.get_instance(instance_id).user_id):
+            target = self.visible_instance(actor, instance_id)  # NotFound for strangers
+            if not (actor.is_admin or actor.user_id == target.user_id):
                 raise NotAllowed("only the learner or an admin can send a message to this instance")
+            if not target.is_running:  # it will never wait again: keeping the message would hide that
+                if self.message_status(message_id, instance_id=instance_id) is not None:
+                    return DUPLICATE  # a retry of one sent before it ended
+                raise Conflict(f"the instance is {target.status}: it takes no more messages")
         elif not actor.is_admin:
             raise NotAllowed("only an admin can deliver messages by correlation keys")
         elif not correlation_keys:

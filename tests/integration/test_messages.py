@@ -11,7 +11,7 @@ import pytest
 from application.bootstrap import bootstrap
 from application.service import WorkflowService
 from application.timers.scheduler import Scheduler
-from domain.errors import InvalidInput, NotAllowed
+from domain.errors import Conflict, InvalidInput, NotAllowed
 from domain.identity import Actor
 from domain.instance import COMPLETED, MESSAGE_RECEIVED, RUNNING
 from interface.examples import load_example_catalog
@@ -230,3 +230,17 @@ def test_a_payload_shaped_like_an_encoded_value_is_refused_and_the_instance_stay
                                 instance_id=instance_id)
     assert [p.path for p in refused.value.problems] == ["$.payload.note._type_"]
     assert service.get_instance(instance_id).is_running
+
+
+def test_a_message_to_an_ended_instance_is_refused_but_a_retry_of_an_earlier_one_is_a_duplicate(
+    service, credential_id
+):
+    """Was answered "kept" and expired unseen a week later: the sender never learned."""
+    instance_id = service.start_instance(LIN, credential_id)
+    assert service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-1", instance_id=instance_id) == "kept"
+    service.cancel_instance(LIN, instance_id, "changed my mind")
+
+    with pytest.raises(Conflict, match="cancelled: it takes no more messages"):
+        service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-2", instance_id=instance_id)
+    assert service.message_status("pay-2", instance_id=instance_id) is None
+    assert service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-1", instance_id=instance_id) == "duplicate"
