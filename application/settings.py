@@ -63,6 +63,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_sasl_password: str = ""
     kafka_ssl_cafile: str = ""
     kafka_enable_idempotence: bool = True
+    # The largest record batch a producer sends (aiokafka's ``max_request_size``): the relay
+    # cuts its batches to it and stops at an event whose record is larger, with an error
+    # naming it. Keep it at most the output topic's ``max.message.bytes``; raise both for
+    # larger events.
+    kafka_max_request_bytes: int = 1024 * 1024
 
     # SMTP. Empty ``smtp_host`` means: emails wait in the outbox.
     smtp_host: str = ""

@@ -22,6 +22,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         **_common(settings),
         "acks": "all",
         "enable_idempotence": settings.kafka_enable_idempotence,
+        "max_request_size": settings.kafka_max_request_bytes,
     }
 
 
