@@ -8,6 +8,8 @@ name so that a renamed table is indistinguishable from one created in place.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,6 +22,11 @@ from psycopg.types.json import Jsonb
 # rebuild's) through COPY into a staging table.
 SMALL_BATCH = 64
 
+# A B-tree entry holds at most ~2,700 bytes: a text column in a key or an index keeps at most
+# this many bytes of its value (three such columns and an id still fit in one entry). The
+# service refuses longer ids, groups and lanes (ADR 0005); this is for events stored before.
+INDEXED_TEXT_BYTES = 600
+
 
 @dataclass(frozen=True)
 class Table:
@@ -29,10 +36,19 @@ class Table:
     indexes: tuple[str, ...] = ()
     """Index bodies after ``ON table``, e.g. ``(assignee, created_at, id) WHERE status = 'open'``."""
     json_columns: frozenset[str] = field(default=frozenset())
+    indexed_text_columns: frozenset[str] = field(default=frozenset())
 
     def __post_init__(self) -> None:
         json = frozenset(name for name, kind in self.columns if kind.startswith("jsonb"))
         object.__setattr__(self, "json_columns", json)
+        named = set(self.key).union(*(re.findall(r"[a-z_]+", body) for body in self.indexes))
+        indexed = frozenset(name for name, kind in self.columns if kind.startswith("text") and name in named)
+        object.__setattr__(self, "indexed_text_columns", indexed)
+
+    def storable_row(self, row: Mapping[str, Any]) -> list[Any]:
+        """The row's values in column order, each one PostgreSQL can store (``_storable``)."""
+        return [_storable(row[name], self.json_columns, self.indexed_text_columns, name)
+                for name in self.column_names]
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -110,25 +126,16 @@ class Table:
             return
         names = self.column_names
         if len(rows) <= SMALL_BATCH:  # a live batch: no staging table, one pipelined round trip
-            json_columns = [name in self.json_columns for name in names]
-            cur.executemany(_upsert_values(self, schema, suffix, add, cur), [
-                [Jsonb(row[name]) if is_json and row[name] is not None else _storable(row[name])
-                 for name, is_json in zip(names, json_columns, strict=True)]
-                for row in rows
-            ])
+            cur.executemany(_upsert_values(self, schema, suffix, add, cur), [self.storable_row(row) for row in rows])
             return
         target = sql.Identifier(self.physical(suffix))
         stage = sql.Identifier(f"_stage_{self.name}")
         cur.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}.{})").format(
             stage, sql.Identifier(schema), target))
         cur.execute(sql.SQL("TRUNCATE {}").format(stage))
-        json_columns = [name in self.json_columns for name in names]
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, _names(names))) as copy:
             for row in rows:
-                copy.write_row([
-                    Jsonb(row[name]) if is_json and row[name] is not None else _storable(row[name])
-                    for name, is_json in zip(names, json_columns, strict=True)
-                ])
+                copy.write_row(self.storable_row(row))
         updates = _updates(self, target, add)
         cur.execute(
             sql.SQL("INSERT INTO {}.{} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}").format(
@@ -146,12 +153,34 @@ class Table:
         )
 
 
-def _storable(value: Any) -> Any:
-    """A text value PostgreSQL can hold: a NUL character (which the API refuses, but an event
-    stored before that, or from another path, may carry) becomes U+FFFD. Otherwise the row
-    could never be written, and the read model would retry the same batch for ever."""
-    if isinstance(value, str) and "\x00" in value:
-        return value.replace("\x00", "\ufffd")
+def _storable(value: Any, json_columns: frozenset[str], indexed_text: frozenset[str], name: str) -> Any:
+    """A value PostgreSQL can hold in column ``name``. What the service refuses today, an
+    event stored before, or from another path, may still carry; a row that cannot be written
+    would make the read model retry the same batch for ever. So a NUL character (text and
+    jsonb refuse it) becomes U+FFFD, also inside JSON, where a non-finite number becomes
+    null; and an indexed text keeps at most ``INDEXED_TEXT_BYTES`` bytes."""
+    if value is None:
+        return None
+    if name in json_columns:
+        return Jsonb(_storable_json(value))
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        if name in indexed_text and len(value) > INDEXED_TEXT_BYTES // 4:
+            value = value.encode()[:INDEXED_TEXT_BYTES].decode(errors="ignore")
+    return value
+
+
+def _storable_json(value: Any) -> Any:
+    kind = type(value)
+    if kind is str:
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if kind is dict:
+        return {_storable_json(key) if type(key) is str else key: _storable_json(item) for key, item in value.items()}
+    if kind is list:
+        return [_storable_json(item) for item in value]
+    if kind is float and not math.isfinite(value):
+        return None
     return value
 
 
