@@ -26,6 +26,7 @@ from domain.identity import SYSTEM, Actor
 from domain.ids import definition_id, deployment_id
 
 TEMPLATE_MAX_BYTES = 1024 * 1024
+MAX_CATALOG_ID_CHARS = 200  # as the API's ids; kept in indexes of the read models
 
 
 @lru_cache(maxsize=8)
@@ -177,7 +178,8 @@ class CatalogCommands(WorkflowApplication):
 
 def _check_catalog(version: Any, **texts: Any) -> None:
     """Catalog facts are checked before anything is stored: a positive integer version,
-    and ids and names that are text a database column can hold."""
+    and ids and names that are text a database column can hold (ids at most 200 characters,
+    as the read models index them)."""
     problems = []
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         problems.append(Problem("$.data.version", "a positive integer"))
@@ -188,6 +190,8 @@ def _check_catalog(version: Any, **texts: Any) -> None:
             problems.append(Problem(f"$.data.{name}", "text without NUL characters, at most 10,000 long"))
         elif name.endswith("id") and not value.strip():
             problems.append(Problem(f"$.data.{name}", "a non-empty id"))
+        elif name.endswith("id") and len(value) > MAX_CATALOG_ID_CHARS:
+            problems.append(Problem(f"$.data.{name}", f"an id of at most {MAX_CATALOG_ID_CHARS} characters"))
     if problems:
         raise InvalidInput("the catalog event is not valid", problems)
 

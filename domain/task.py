@@ -21,6 +21,7 @@ OPEN, COMPLETED, CANCELLED, DELETED = "open", "completed", "cancelled", "deleted
 USER_TASK, MANUAL_TASK = "user", "manual"
 # Nobody assesses their own credential, whatever groups they are in.
 OWN_WORK = "a learner cannot work on the group tasks of their own instance"
+MAX_ASSIGNEE_CHARS = 255  # a user id, as a token's sub (OpenID Connect's limit)
 
 
 def _topic(fact: str) -> str:
@@ -186,8 +187,9 @@ class WorkflowTask(Aggregate):
         if not actor.is_admin:
             raise NotAllowed("only an admin can reassign a task")
         self._require_open()
-        if not isinstance(assignee, str) or not assignee.strip():
-            raise InvalidInput("the new assignee must be a user id", [Problem("$.assignee", "a non-empty user id")])
+        if not isinstance(assignee, str) or not assignee.strip() or len(assignee) > MAX_ASSIGNEE_CHARS:
+            raise InvalidInput("the new assignee must be a user id",
+                               [Problem("$.assignee", f"a non-empty user id of at most {MAX_ASSIGNEE_CHARS} characters")])
         if not self.is_learner_task and assignee == self.learner_id:
             raise NotAllowed(OWN_WORK)
         if assignee != self.assignee:

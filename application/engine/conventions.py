@@ -1,7 +1,8 @@
 """The skillbase BPMN conventions (DESIGN.md), checked on a parsed process.
 
 - every end event of the main process declares ``outcome`` = ``pass`` or ``fail``;
-- every user and manual task lies in a lane with a name (the lane is its candidate group);
+- every user and manual task lies in a lane with a name of at most 200 characters (the lane
+  is its candidate group);
 - a user task's ``formJsonSchemaFilename`` names a form file of the bundle, and only user
   tasks have one;
 - a human task's ``dueIn`` is an ISO 8601 duration above zero and at most 100 years;
@@ -34,6 +35,7 @@ OUTCOMES = ("pass", "fail")
 EMAIL_MESSAGE = "email"
 FORM_PROPERTY = "formJsonSchemaFilename"
 DUE_IN_PROPERTY = "dueIn"
+MAX_LANE_CHARS = 200  # the group a token names, kept in an index of the task inbox
 _SOME_DAY = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _DUE_IN_LIMIT = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
@@ -85,6 +87,9 @@ def _human_task(task_spec: Any, forms: dict[str, Any], bpmn_file: str) -> Iterat
             element=task_spec.bpmn_id,
             message="a user or manual task must lie in a lane: the lane names who does it",
         )
+    elif len(task_spec.lane) > MAX_LANE_CHARS:
+        yield Problem(path=bpmn_file, element=task_spec.bpmn_id,
+                      message=f"a lane name (a group) has at most {MAX_LANE_CHARS} characters")
     form = properties(task_spec).get(FORM_PROPERTY)
     if form is not None and not isinstance(task_spec, UserTask):
         yield Problem(path=bpmn_file, element=task_spec.bpmn_id,

@@ -30,6 +30,7 @@ from domain.identity import Actor, group_key
 DEV_KEY_FILE = "dev-jwt-hs256.key"
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
 MAX_TOKEN_CHARS = 16 * 1024
+MAX_SUB_CHARS = 255  # OpenID Connect's limit; a user id is kept in the read models' indexes
 LEEWAY = 30  # seconds of clock skew allowed on exp / nbf / iat
 # Verified tokens are remembered (until they expire) so a client's every request does not pay
 # the signature check again: at most this many, each at most CACHED_TOKEN_CHARS long.
@@ -99,7 +100,8 @@ class Verifier:
 
 
 def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
-    """The actor a verified token names.
+    """The actor a verified token names; a ``sub`` that is blank, holds NUL or is longer
+    than 255 characters refuses the token (401).
 
     ``email``: absent, empty or not a string -> no email. A string is kept only when it is one
     clean address: a control character (CR/LF would reach the headers of emails sent to
@@ -108,7 +110,7 @@ def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
     the claim silently, so a broken identity provider shows up at once.
     """
     sub, email = claims.get("sub"), claims.get("email")
-    if not isinstance(sub, str) or not sub.strip() or "\x00" in sub:
+    if not isinstance(sub, str) or not sub.strip() or "\x00" in sub or len(sub) > MAX_SUB_CHARS:
         raise NotAuthorizedException("the token has no usable 'sub'", headers=CHALLENGE)
     if isinstance(email, str) and email and not _is_address(email):
         raise NotAuthorizedException("the token's email claim is not an address", headers=CHALLENGE)

@@ -18,7 +18,7 @@ NO_NUL = r"^[^\x00]*$"
 CatalogId = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL, description="an id from the catalog service",
                                 examples=["9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"])]
 Reason = Annotated[str, Meta(min_length=1, max_length=2000, pattern=NO_NUL, examples=["I picked the wrong credential"])]
-UserId = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL, examples=["assessor-ada"])]
+UserId = Annotated[str, Meta(min_length=1, max_length=255, pattern=NO_NUL, examples=["assessor-ada"])]
 Cursor = Annotated[str | None, Meta(description="pass as `cursor` to get the next page; null on the last page")]
 
 

@@ -31,6 +31,7 @@ def test_a_malformed_id_is_not_found(app: WorkflowService, bad_id: object) -> No
 
 @pytest.mark.parametrize("kwargs", [
     {"version": "x"}, {"version": 0}, {"version": True}, {"skill_id": "s\x00"}, {"name": None},
+    {"skill_id": "s" * 201},  # ids are kept in the read models' indexes
 ])
 def test_odd_catalog_values_are_refused_before_anything_is_stored(app: WorkflowService, kwargs: dict) -> None:
     before = app.recorder.max_notification_id()

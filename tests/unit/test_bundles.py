@@ -376,3 +376,10 @@ def test_a_due_in_that_gives_no_sensible_due_date_is_refused(due_in: str) -> Non
 def test_a_due_in_above_zero_is_accepted(due_in: str) -> None:
     form = '<spiffworkflow:property name="formJsonSchemaFilename" value="assess-evidence.schema.json" />'
     validate_bundle(replaced(form, form + f'<spiffworkflow:property name="dueIn" value="{due_in}" />'), max_bytes=LIMIT)
+
+
+def test_a_lane_name_over_200_characters_is_refused() -> None:
+    """A lane is the group kept in the task inbox's index, which holds ~2,700 bytes an entry."""
+    problems = refused(replaced('<bpmn:lane id="lane_assessor" name="Assessor">',
+                                f'<bpmn:lane id="lane_assessor" name="{"A" * 201}">'))
+    assert any(p.element == "assess_evidence" and "at most 200 characters" in p.message for p in problems), problems

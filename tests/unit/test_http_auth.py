@@ -98,6 +98,13 @@ def test_an_email_claim_that_is_not_one_clean_address_is_refused(email: str) -> 
     assert refused.value.detail == "the token's email claim is not an address"
 
 
+@pytest.mark.parametrize("sub", ["", "  ", "a\x00b", "u" * 256, 7])
+def test_a_sub_that_cannot_be_a_user_id_refuses_the_token(sub: object) -> None:
+    with pytest.raises(NotAuthorizedException, match="no usable 'sub'"):
+        actor_from_claims({**claims(), "sub": sub}, "admin")
+    assert actor_from_claims({**claims(), "sub": "u" * 255}, "admin").user_id == "u" * 255
+
+
 def test_a_clean_email_claim_is_kept_and_a_missing_or_non_string_one_is_none() -> None:
     assert actor_from_claims(claims(email="Lin.O'Neil+x@example.org"), "admin").email == "Lin.O'Neil+x@example.org"
     assert actor_from_claims(claims(), "admin").email is None

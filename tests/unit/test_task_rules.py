@@ -266,7 +266,11 @@ def test_reassigning_to_a_blank_user_is_refused() -> None:
         task.reassign(ADMIN, "  ")
     with pytest.raises(InvalidInput):
         task.reassign(ADMIN, None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="user id"):  # kept in the task inbox's index
+        task.reassign(ADMIN, "u" * 256)
     assert task.assignee is None
+    task.reassign(ADMIN, "u" * 255)
+    assert task.assignee == "u" * 255
 
 
 # -- visibility ----------------------------------------------------------------------------
