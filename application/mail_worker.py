@@ -5,7 +5,9 @@ connection for as long as it runs; the others stand by and take over when that s
 ends. Each round:
 
 1. catches the outbox up with the log (``EmailOutbox``, a tracked reader);
-2. sends every pending email that is due: render, SMTP, then record ``EmailSent``;
+2. sends every pending email that is due, one at a time: checks that its lock session is
+   still alive (and ends the round if not), claims the email, renders it, SMTP, then
+   records ``EmailSent``;
 3. on failure, schedules the next attempt with backoff; after ``MAX_ATTEMPTS`` (or at once
    for a permanent failure) records an incident on the instance.
 
@@ -16,10 +18,18 @@ retried until an admin retries the incident. Only losing the database ends a rou
 (``_INFRASTRUCTURE``), and so does a failure to record ``EmailSent`` after the SMTP server
 accepted the email: the next round resends it with the same ``Message-ID`` (see below).
 
+Claims: before sending an email the worker claims it in one ``UPDATE`` (``claimed_by``, and
+a lease ``claimed_until``, ``CLAIM_LEASE``), which succeeds only while the email is pending
+and nobody else's lease runs. So a worker that lost its lock mid-round, or two workers that
+both believe they lead, never send one email side by side: each email is sent by the one
+worker holding it. A worker that dies holding a claim leaves that one email to the next
+worker once the lease lapses.
+
 Exactly once, and its limit (ADR 0007): an email counts as sent when ``EmailSent`` is
 stored. If the process dies after the SMTP server accepted it and before that event is
-stored, the next worker sends it again with the same ``Message-ID`` (derived from the
-stored event and the index), which receiving systems use to drop the duplicate.
+stored, the next worker sends it again (after the lease) with the same ``Message-ID``
+(derived from the stored event and the index), which receiving systems use to drop the
+duplicate.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import threading
 import traceback
 from datetime import timedelta
 from typing import Any
+from uuid import uuid4
 
 import psycopg
 from eventsourcing import persistence
@@ -59,6 +70,10 @@ from domain.instance import DELETED
 log = logging.getLogger(__name__)
 
 EMAIL_INCIDENT = "email"
+# How long a claimed email is this worker's alone: longer than one SMTP exchange can take
+# (the sender's 30 s timeout per step), short enough that an email whose worker died goes
+# out a few minutes later.
+CLAIM_LEASE = timedelta(minutes=5)
 _ADDRESS = re.compile(r"[^\s<>:;,'\"]+@[^\s<>:;,'\"]+")
 # The database (or its connection) is gone: the round ends, no email is blamed for it.
 _INFRASTRUCTURE = (psycopg.OperationalError, psycopg.InterfaceError,
@@ -90,6 +105,7 @@ class MailWorker:
         sender: SmtpSender | None = None,
         templates: MailTemplates | None = None,
         batch_size: int = 50,
+        claim_lease: timedelta = CLAIM_LEASE,
     ) -> None:
         self.service = service
         self.settings = settings
@@ -98,6 +114,8 @@ class MailWorker:
         self.templates = templates or MailTemplates(settings.mail_templates_dir or None)
         self.groups = settings.group_address_map()
         self.batch_size = batch_size
+        self.claim_lease = claim_lease
+        self.worker_id = uuid4()  # whose claim an outbox row holds
         self._lock_connection: psycopg.Connection[Any] | None = None
 
     # -- leadership --------------------------------------------------------------------------
@@ -124,9 +142,21 @@ class MailWorker:
         return False
 
     def release(self) -> None:
+        """Stops leading: ends the lock session and gives up this worker's claims, so a
+        worker that stops (or notices it lost the lock) leaves no email waiting for a lease."""
         if self._lock_connection is not None:
             self._lock_connection.close()  # ending the session releases the lock
             self._lock_connection = None
+            self._give_up_claims()
+
+    def _give_up_claims(self) -> None:
+        datastore = self.service.recorder.datastore
+        try:
+            with datastore.transaction(commit=True) as curs:
+                curs.execute(q(datastore, f"""UPDATE {{schema}}.{OUTBOX} SET claimed_by = NULL, claimed_until = NULL
+                    WHERE claimed_by = %s"""), (self.worker_id,))
+        except (*_INFRASTRUCTURE, psycopg.Error) as error:  # the database is gone: the leases lapse instead
+            log.info("mail worker: claims left to lapse (%s)", type(error).__name__)
 
     @staticmethod
     def _session_alive(connection: psycopg.Connection[Any]) -> bool:
@@ -150,8 +180,20 @@ class MailWorker:
             return 0  # no SMTP server configured: emails wait in the outbox
         sent = 0
         for row in self._due_rows():
-            sent += self._deliver(row)
+            if not self._still_leading():
+                break  # another worker may lead now: it sends the rest
+            claimed = self._claim(row)
+            if claimed is not None:  # else another worker holds it, or it was settled meanwhile
+                sent += self._deliver(claimed)
         return sent
+
+    def _still_leading(self) -> bool:
+        """Whether the lock session is still alive, asked before every email: a round of many
+        emails outlasts many a failover, and the freed lock has a new holder at once."""
+        if self._lock_connection is not None and self._session_alive(self._lock_connection):
+            return True
+        self.release()
+        return False
 
     def run_until(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
         try:
@@ -177,9 +219,26 @@ class MailWorker:
         with datastore.transaction() as curs:
             curs.execute(q(datastore, f"""SELECT * FROM {{schema}}.{OUTBOX}
                 WHERE status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
+                  AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = %s)
                 ORDER BY next_attempt_at NULLS FIRST, originator_version LIMIT %s"""),
-                (PENDING, self.service.clock(), self.batch_size))
+                (PENDING, self.service.clock(), self.worker_id, self.batch_size))
             return curs.fetchall()
+
+    def _claim(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """Claims one email for this worker: the row as claimed, or None when it is no longer
+        pending and due, or another worker's lease on it still runs. Leases are on the
+        database's clock, which every replica shares (the injected clock schedules attempts)."""
+        datastore = self.service.recorder.datastore
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(q(datastore, f"""UPDATE {{schema}}.{OUTBOX}
+                SET claimed_by = %s, claimed_until = now() + %s
+                WHERE event_id = %s AND idx = %s AND status = %s
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
+                  AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = %s)
+                RETURNING *"""),
+                (self.worker_id, self.claim_lease, row["event_id"], row["idx"], PENDING, self.service.clock(),
+                 self.worker_id))
+            return curs.fetchone()
 
     # -- one email ---------------------------------------------------------------------------
 
@@ -265,11 +324,15 @@ class MailWorker:
         self._set(row, attempts=attempts, next_attempt_at=retry_at, last_error=failure.reason)
 
     def _set(self, row: dict[str, Any], **values: Any) -> None:
+        """Settles a claimed row and gives up the claim; a no-op when the claim lapsed and
+        another worker took the row over (it settles it)."""
         datastore = self.service.recorder.datastore
         assignments = ", ".join(f"{name} = %s" for name in values)
         with datastore.transaction(commit=True) as curs:
-            curs.execute(q(datastore, f"UPDATE {{schema}}.{OUTBOX} SET {assignments} WHERE event_id = %s AND idx = %s"),
-                         (*values.values(), row["event_id"], row["idx"]))
+            curs.execute(q(datastore, f"""UPDATE {{schema}}.{OUTBOX}
+                SET {assignments}, claimed_by = NULL, claimed_until = NULL
+                WHERE event_id = %s AND idx = %s AND claimed_by = %s"""),
+                (*values.values(), row["event_id"], row["idx"], self.worker_id))
 
 
 def _sender_from(settings: Settings) -> SmtpSender | None:

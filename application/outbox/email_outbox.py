@@ -3,8 +3,8 @@
 A row is identified by the stored event's id (``contract.event_id``) and the message's
 index in that event's ``messages``. Its sent state mirrors ``Instance.EmailSent``, its
 incident state ``Instance.IncidentRaised`` / ``IncidentRetried``, so the whole table
-can be rebuilt from the log. Only the attempt counter and the next attempt time are the
-worker's own bookkeeping.
+can be rebuilt from the log. Only the attempt counter, the next attempt time and the claim
+of the worker sending it (``claimed_by``, ``claimed_until``) are the worker's own bookkeeping.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class EmailOutbox(TrackedReader):
             self._set_status(curs, "incident_id = %s", (domain_event.incident_id,), INCIDENT)
         elif fact == "IncidentRetried":
             curs.execute(
-                q(self.datastore, f"UPDATE {{schema}}.{OUTBOX} SET status = %s, attempts = 0, next_attempt_at = NULL "
-                                  "WHERE incident_id = %s AND status = %s"),
+                q(self.datastore, f"UPDATE {{schema}}.{OUTBOX} SET status = %s, attempts = 0, next_attempt_at = NULL, "
+                                  "claimed_by = NULL, claimed_until = NULL WHERE incident_id = %s AND status = %s"),
                 (PENDING, domain_event.incident_id, INCIDENT),
             )
         else:

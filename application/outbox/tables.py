@@ -21,6 +21,8 @@ _DDL = (
     f"""CREATE TABLE IF NOT EXISTS {{schema}}.{POSITIONS} (
         reader text PRIMARY KEY,
         notification_id bigint NOT NULL DEFAULT 0)""",
+    # An email is sent by the worker that claimed it (``claimed_by`` until ``claimed_until``,
+    # MailWorker._claim), so two workers never send it side by side.
     f"""CREATE TABLE IF NOT EXISTS {{schema}}.{OUTBOX} (
         event_id uuid NOT NULL,
         idx int NOT NULL,
@@ -34,6 +36,8 @@ _DDL = (
         attempts int NOT NULL DEFAULT 0,
         next_attempt_at timestamptz,
         last_error text,
+        claimed_by uuid,
+        claimed_until timestamptz,
         PRIMARY KEY (event_id, idx))""",
     f"""CREATE INDEX IF NOT EXISTS {OUTBOX}_pending ON {{schema}}.{OUTBOX} (next_attempt_at)
         WHERE status = 'pending'""",
@@ -76,6 +80,9 @@ _DDL = (
         PRIMARY KEY (scope, message_id))""",
     # Columns added since the first release, for tables an older release created (one
     # statement, so one brief lock, per table).
+    f"""ALTER TABLE {{schema}}.{OUTBOX}
+        ADD COLUMN IF NOT EXISTS claimed_by uuid,
+        ADD COLUMN IF NOT EXISTS claimed_until timestamptz""",
     f"""ALTER TABLE {{schema}}.{DUE}
         ADD COLUMN IF NOT EXISTS failures int NOT NULL DEFAULT 0,
         ADD COLUMN IF NOT EXISTS not_before timestamptz""",

