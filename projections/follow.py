@@ -56,11 +56,20 @@ def read_batch(cur: psycopg.Cursor[Any], log: EventLog, projection: Projection, 
     return Batch(after=after, events=log.decode(stored), ids=ids, head=head, size=size)
 
 
+def check_batch_size(batch_size: int) -> int:
+    """A batch reads at least one event: with none, every step would fail (an empty batch
+    counts as full) and the read model retry for ever."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"a batch size is a whole number of events, at least 1, not {batch_size!r}")
+    return batch_size
+
+
 def step(
     conn: psycopg.Connection[Any], log: EventLog, projection: Projection, *, suffix: str = "",
     batch_size: int = 1000, batch: Batch | None = None,
 ) -> Step:
     """Applies the next batch (read here, or ``batch`` read ahead by the caller)."""
+    check_batch_size(batch_size)
     tracking = positions.tracking_table(projection.name)
     with conn.transaction(), conn.cursor() as cur:
         current = positions.read(cur, tracking, log.schema, suffix, log.application_name)

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from projections import position as positions
-from projections.follow import Batch, Step, ensure_tables, lock_key, read_batch, step
+from projections.follow import Batch, Step, check_batch_size, ensure_tables, lock_key, read_batch, step
 from projections.log import EventLog
 from projections.projection import Projection
 
@@ -53,6 +53,7 @@ def rebuild(
     progress: Progress | None = None, switch: bool = True, suffix: str = NEW,
 ) -> RebuildProgress:
     """Builds ``projection`` into new tables from zero and (with ``switch``) puts them in place."""
+    check_batch_size(batch_size)
     started = time.perf_counter()
     events = 0
 

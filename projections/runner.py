@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from application.backoff import Backoff
-from projections.follow import Step, ensure_tables, lock_key, step
+from projections.follow import Step, check_batch_size, ensure_tables, lock_key, step
 from projections.log import EventLog
 from projections.projection import Projection
 
@@ -33,7 +33,7 @@ class ProjectionRunner:
     ) -> None:
         self.projection = projection
         self.log = event_log
-        self.batch_size = batch_size
+        self.batch_size = check_batch_size(batch_size)
         self.idle_wait = idle_wait
         # Under load, at most one batch per interval: events gather into bigger batches, so
         # a busy log costs a few transactions a second, not one per event. On a quiet log

@@ -18,13 +18,16 @@ def achievements(
     limit = clamp_limit(limit)
     sort = [("achieved_at", "timestamptz"), ("id", "uuid")]
     condition, params = after(sort, decode_cursor("achievements", cursor, 2), descending=True)
+    # The count comes with every answer, also a page with no rows left (one row, a.* null).
     query = sql.SQL(
-        "SELECT a.*, (SELECT count(*) FROM {t} WHERE user_id = %s AND achieved_at IS NOT NULL) AS total "
-        "FROM {t} a WHERE user_id = %s AND achieved_at IS NOT NULL{c} "
-        "ORDER BY achieved_at DESC, id DESC LIMIT %s").format(t=store.table("rm_achievements"), c=condition)
-    rows, position = store.fetch(PROJECTION, query, [user_id, user_id, *params, limit + 1],
-                                 wait_for=wait_for, timeout=timeout)
-    total = rows[0]["total"] if rows else 0
+        "SELECT n.total, a.* FROM (SELECT count(*) AS total FROM {t} WHERE user_id = %s "
+        "AND achieved_at IS NOT NULL) n LEFT JOIN LATERAL (SELECT * FROM {t} WHERE user_id = %s "
+        "AND achieved_at IS NOT NULL{c} ORDER BY achieved_at DESC, id DESC LIMIT %s) a ON true"
+    ).format(t=store.table("rm_achievements"), c=condition)
+    found, position = store.fetch(PROJECTION, query, [user_id, user_id, *params, limit + 1],
+                                  wait_for=wait_for, timeout=timeout)
+    total = found[0]["total"]
+    rows = [row for row in found if row["id"] is not None]
     for row in rows:
         row.pop("total")
     result = page("achievements", rows, limit, ["achieved_at", "id"], position)

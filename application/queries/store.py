@@ -6,6 +6,7 @@ reaches the given notification id, and raises ``ReadModelBehind`` after ``timeou
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,7 +78,8 @@ class ReadStore:
         current = self._position_or_zero(projection)
         if position is None or current >= position:
             return current
-        deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT)
+        bound = timeout if math.isfinite(timeout) else MAX_WAIT  # NaN compares false: it waited for ever
+        deadline = time.monotonic() + min(max(bound, 0.0), MAX_WAIT)
         pause = 0.005
         while True:
             remaining = deadline - time.monotonic()

@@ -16,6 +16,7 @@ from typing import Any
 
 from application.bootstrap import bootstrap
 from application.settings import load_settings
+from projections.follow import check_batch_size
 from projections.log import EventLog
 from projections.rebuild import RebuildProgress, rebuild
 from projections.registry import PROJECTIONS, selected
@@ -30,14 +31,21 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     run_parser = commands.add_parser("run", help="follow the event log and keep the read models current")
     run_parser.add_argument("names", nargs="*", metavar="NAME", help=NAMES_HELP)
-    run_parser.add_argument("--batch-size", type=int, default=1000)
+    run_parser.add_argument("--batch-size", type=_batch_size, default=1000)
     run_parser.set_defaults(handler=run)
     rebuild_parser = commands.add_parser("rebuild", help="rebuild read models from zero, then switch")
     rebuild_parser.add_argument("names", nargs="*", metavar="NAME", help=NAMES_HELP)
-    rebuild_parser.add_argument("--batch-size", type=int, default=5000)
+    rebuild_parser.add_argument("--batch-size", type=_batch_size, default=5000)
     rebuild_parser.set_defaults(handler=run_rebuild)
     status_parser = commands.add_parser("status", help="position, log head and lag per projection")
     status_parser.set_defaults(handler=show_status)
+
+
+def _batch_size(text: str) -> int:
+    try:
+        return check_batch_size(int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a batch size: {text!r} (a whole number, at least 1)") from error
 
 
 def _app() -> Any:

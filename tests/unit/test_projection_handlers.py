@@ -73,3 +73,30 @@ def test_cursors_are_opaque_and_belong_to_one_list() -> None:
         decode_cursor("instances", cursor, 2)
     with pytest.raises(InvalidInput):
         decode_cursor("inbox", "garbage!", 2)
+
+
+@pytest.mark.parametrize("size", [0, -1, True, 2.5])
+def test_a_batch_size_below_one_event_is_refused_up_front(size: object) -> None:
+    """Size 0 made every step fail with IndexError (an empty batch counts as full) and the
+    runner retry for ever; -1 was a SQL error each time."""
+    from projections.follow import check_batch_size
+    from projections.log import EventLog
+    from projections.runner import ProjectionRunner
+
+    with pytest.raises(ValueError, match="at least 1"):
+        check_batch_size(size)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 1"):
+        ProjectionRunner(TaskInbox(), EventLog("", "s", "t", "c", "a", None), batch_size=size)  # type: ignore[arg-type]
+    assert check_batch_size(1) == 1
+
+
+def test_the_cli_refuses_a_batch_size_below_one() -> None:
+    import argparse
+
+    from interface.commands.projections import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["projections", "run", "--batch-size", "0"])
+    assert parser.parse_args(["projections", "rebuild", "--batch-size", "7"]).batch_size == 7
