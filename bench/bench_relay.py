@@ -91,6 +91,18 @@ def store_process_events(app: Any, settings: Settings, learners: int) -> None:
 # -- throughput ----------------------------------------------------------------------------
 
 
+# The relay no longer ends on an event it cannot publish (it holds there and retries), so
+# a benchmark checks its failures itself, and gives up after this long.
+RELAY_DEADLINE_SECONDS = 600.0
+
+
+def _check_not_stuck(relay: Relay, deadline: float) -> None:
+    if relay.stats.failures:
+        raise RuntimeError(f"the relay failed during the benchmark: {relay.stats.last_error}")
+    if time.perf_counter() > deadline:
+        raise RuntimeError(f"the relay did not catch up within {RELAY_DEADLINE_SECONDS:.0f} s")
+
+
 async def relay_throughput(app: Any, settings: Settings, options: RelayOptions) -> float:
     """Seconds for a fresh relay to publish the whole log (position 0 -> head, all acked)."""
     head = app.recorder.max_notification_id()
@@ -98,10 +110,12 @@ async def relay_throughput(app: Any, settings: Settings, options: RelayOptions) 
     relay = Relay(app, settings, options)
     began = time.perf_counter()
     task = asyncio.create_task(relay.run(stop))
+    deadline = began + RELAY_DEADLINE_SECONDS
     while relay.stats.position < head:
         await asyncio.sleep(0.002)
         if task.done():
             task.result()
+        _check_not_stuck(relay, deadline)
     elapsed = time.perf_counter() - began
     stop.set()
     await task
@@ -227,7 +241,8 @@ async def measure_lag(app: Any, settings: Settings, rate: int, seconds: float, o
         for record in batch:
             acked[f"{record.key.decode()}/{json.loads(record.value)['data']['state']['version']}"] = now
 
-    relay_task = asyncio.create_task(Relay(app, settings, options, on_published=on_published).run(stop))
+    relay = Relay(app, settings, options, on_published=on_published)
+    relay_task = asyncio.create_task(relay.run(stop))
     context = multiprocessing.get_context("spawn")
     ready, results = context.Event(), context.Queue()
     load = context.Process(target=_command_load,
@@ -241,8 +256,10 @@ async def measure_lag(app: Any, settings: Settings, rate: int, seconds: float, o
         await asyncio.sleep(0.1)
     committed, load_seconds = await asyncio.to_thread(results.get)
     load.join()
+    deadline = time.perf_counter() + RELAY_DEADLINE_SECONDS
     while relay_lag(app, topic):
         await asyncio.sleep(0.05)
+        _check_not_stuck(relay, deadline)
     stop.set()
     await relay_task
     lags = sorted(acked[key] - at for key, at in committed.items())
