@@ -29,7 +29,7 @@ from aiokafka import (
     ConsumerRebalanceListener,
     TopicPartition,
 )
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from eventsourcing.persistence import IntegrityError, PersistenceError, Tracking
 
 from application.settings import Settings
@@ -257,12 +257,13 @@ class CatalogConsumer:
         return False
 
     async def _dead_letter(self, record: Any, reason: str, stop: asyncio.Event) -> bool:
-        value, headers = dead_letter_record(
-            record.topic, record.partition, record.offset, record.key, record.value,
-            list(record.headers or ()), reason,
-        )
+        without_value = False
         backoff = Backoff(self.options.backoff_initial, self.options.backoff_max)
         while not stop.is_set():
+            value, headers = dead_letter_record(
+                record.topic, record.partition, record.offset, record.key, record.value,
+                list(record.headers or ()), reason, without_value=without_value,
+            )
             try:
                 if self._producer is None:
                     producer = AIOKafkaProducer(**producer_config(self.settings), **self.options.producer)
@@ -271,6 +272,13 @@ class CatalogConsumer:
                 await self._producer.send_and_wait(
                     self.settings.kafka_dead_letter_topic, value, key=record.key, headers=headers
                 )
+            except (MessageSizeTooLargeError, RecordListTooLargeError) as error:
+                if without_value:  # even the headers alone are refused: keep trying, loudly
+                    log.error("catalog message %s:%s@%s cannot be dead-lettered: %r",
+                              record.topic, record.partition, record.offset, error)
+                    await sleep_unless_stopped(backoff.next(), stop)
+                without_value = True  # it would be refused for ever: send it without its value
+                continue
             except KafkaError as error:
                 log.warning("dead-letter topic unavailable (%r); retrying", error)
                 await stop_producer(self._producer)

@@ -208,6 +208,32 @@ def test_poison_messages_go_to_the_dead_letter_topic_with_their_reason_and_the_n
         app.get_definition(CREDENTIAL)
 
 
+def test_a_poison_message_too_big_for_the_dead_letter_topic_goes_there_without_its_value(
+    app, settings, kafka_broker
+):
+    """The dead-letter record (the value and headers, plus ours) was refused for size on every
+    attempt, as if the topic were down: the partition was held for ever."""
+    catalog = kafka_broker.new_topic("catalog", partitions=1)
+    dead_letters = kafka_broker.new_topic("dlq", partitions=1)
+    settings = kafka_settings(settings, kafka_broker, kafka_catalog_topics=(catalog,),
+                              kafka_dead_letter_topic=dead_letters, kafka_max_request_bytes=16 * 1024)
+    big_poison = (b"k1", b"{not json" + b" " * 20_000, [("content-type", b"application/cloudevents+json")])
+    messages = [big_poison, structured("skill-created")]
+
+    async def scenario():
+        consumer = await consume_until(app, settings, catalog, messages, len(messages))
+        return consumer, await read_topic(settings, dead_letters, lambda r: len(r) >= 1)
+
+    consumer, (record,) = asyncio.run(scenario())
+
+    assert consumer.stats.dead_letters == 1 and app.get_deployment(SKILL).name == "MIG welding"
+    headers = dict(record.headers)
+    assert record.key == b"k1" and record.value is None
+    assert headers["dlq_value_bytes"] == str(len(big_poison[1])).encode() and headers["dlq_offset"] == b"0"
+    assert headers["dlq_reason"].decode().startswith("bad JSON") and b"left out" in headers["dlq_reason"]
+    assert headers["content-type"] == b"application/cloudevents+json"
+
+
 def test_a_credential_whose_skill_was_deleted_first_is_applied_and_the_partition_moves_on(
     app, settings, kafka_broker
 ):
