@@ -54,7 +54,7 @@ from application.mail import (
     SmtpSender,
     backoff_delay,
 )
-from application.mail.compose import address_problem, compose, recipients
+from application.mail.compose import address_problem, compose, payload_problem, recipients
 from application.outbox.email_outbox import (
     DROPPED,
     INCIDENT,
@@ -200,8 +200,8 @@ class MailWorker:
             while not stop.is_set():
                 try:
                     self.run_once()
-                except Exception:  # a database or network hiccup must not end the worker
-                    log.exception("mail round failed")
+                except Exception as error:  # noqa: BLE001 -- a database or network hiccup must not end the worker
+                    _log_round_failed(error)
                     self.release()
                 stop.wait(poll_seconds)
         finally:
@@ -267,9 +267,12 @@ class MailWorker:
         return 1
 
     def _compose(self, row: dict[str, Any], instance: Any) -> Any:
+        payload = row["payload"]
+        problem = payload_problem(payload)
+        if problem:
+            raise MailDeliveryFailed(problem, permanent=True)
         version = self.service.definition_version(instance.definition_id, instance.definition_version)
         definition = self.service.get_definition(instance.credential_id)
-        payload = row["payload"]
         to = recipients(payload, learner_email=instance.user_email, group_addresses=self.groups,
                         literal_allowed=author_is_admin(version.added_by))
         task = None
@@ -333,6 +336,15 @@ class MailWorker:
                 SET {assignments}, claimed_by = NULL, claimed_until = NULL
                 WHERE event_id = %s AND idx = %s AND claimed_by = %s"""),
                 (*values.values(), row["event_id"], row["idx"], self.worker_id))
+
+
+def _log_round_failed(error: Exception) -> None:
+    """Logs a failed round by the error's type, SQLSTATE and traceback, never its text:
+    PostgreSQL's messages quote the values they refused (an email payload, learner data)."""
+    cause = error.__cause__ if isinstance(error.__cause__, psycopg.Error) else error
+    sqlstate = getattr(cause, "sqlstate", None)
+    log.error("mail round failed: %s%s\n%s", type(error).__name__, f" (SQLSTATE {sqlstate})" if sqlstate else "",
+              "".join(traceback.format_tb(error.__traceback__)).rstrip())
 
 
 def _sender_from(settings: Settings) -> SmtpSender | None:

@@ -9,7 +9,12 @@ Every address, wherever it comes from (token, settings, definition), must be one
 no control characters (CR/LF would inject headers such as ``Bcc``) and exactly one ``@``.
 Anything that cannot be resolved, or is refused, is a *permanent* failure: retrying will
 not fix it, an admin must (the worker raises an incident at once). Reasons never repeat a
-refused address: they end up in published incidents.
+refused address or a payload: they end up in published incidents.
+
+A payload may be computed at run time from learner data, so the outbox keeps only the
+fields the mail worker uses (``MAIL_FIELDS``), and only as text PostgreSQL can store
+(``storable_payload``); a field it had to leave out makes that one email an incident
+(``payload_problem``). Templates see the instance's data, never the payload's other keys.
 """
 
 from __future__ import annotations
@@ -26,6 +31,50 @@ from domain.errors import InvalidInput
 from domain.identity import group_key
 
 LEARNER = "learner"
+MAIL_FIELDS = ("template", "to", "to_group")
+UNUSABLE = "unusable"  # the payload fields left out of the outbox, by name
+
+
+def storable_payload(payload: Any) -> dict[str, Any]:
+    """The fields of an email payload the mail worker uses, as a dict ``json.dumps`` and a
+    jsonb column both accept: text without NUL characters or unpaired surrogates. Any other
+    key (a learner's note, a float that is NaN) is not the mail worker's business and is left
+    out; a used field that is not such text is named under ``UNUSABLE`` instead."""
+    if not isinstance(payload, dict):
+        return {UNUSABLE: ["payload"]}
+    kept: dict[str, Any] = {}
+    unusable = []
+    for field in MAIL_FIELDS:
+        value = payload.get(field)
+        if value is None:
+            continue
+        if isinstance(value, str) and _storable(value):
+            kept[field] = value
+        else:
+            unusable.append(field)
+    if unusable:
+        kept[UNUSABLE] = unusable
+    return kept
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate
+        return False
+    return True
+
+
+def payload_problem(payload: Any) -> str | None:
+    """Why the outbox could not keep what the mail worker needs of a payload, or None."""
+    unusable = payload.get(UNUSABLE) if isinstance(payload, dict) else ["payload"]
+    if not unusable:
+        return None
+    names = ", ".join(str(name) for name in unusable) if isinstance(unusable, list) else "payload"
+    return (f"the email's {names} could not be stored: not text (or not a dict), or text holding a NUL "
+            "character or an unpaired surrogate; fix the definition, retrying will not help")
 
 
 def address_problem(address: str) -> str | None:
@@ -55,8 +104,8 @@ def _checked(address: str, what: str) -> str:
 def recipients(
     payload: Any, *, learner_email: str | None, group_addresses: Mapping[str, str], literal_allowed: bool
 ) -> tuple[str, ...]:
-    if not isinstance(payload, dict):
-        raise MailDeliveryFailed(f"an email message needs a dict payload, got {payload!r}", permanent=True)
+    if not isinstance(payload, dict):  # its value may be learner data: never in the reason
+        raise MailDeliveryFailed(f"an email message needs a dict payload, got {type(payload).__name__}", permanent=True)
     to, group = payload.get("to"), payload.get("to_group")
     if group:
         address = group_addresses.get(group_key(str(group)))

@@ -45,8 +45,8 @@ class MailTemplates:
 
     def render(self, template_name: str, context: dict) -> tuple[str, str, str]:
         """Renders ``(subject, text, html)``; the subject is folded onto one line."""
-        if not _NAME.fullmatch(template_name):
-            raise InvalidInput(f"mail template name {template_name!r} is not a plain name")
+        if not _NAME.fullmatch(template_name):  # it may be computed from learner data: not repeated
+            raise InvalidInput("the mail template name is not a plain name (letters, digits, '_', '-')")
         subject, text, html = (
             self._render_file(f"{template_name}.{part}", template_name, context) for part in PARTS
         )

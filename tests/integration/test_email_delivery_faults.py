@@ -8,9 +8,11 @@ reminder sent after its task was done."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import Counter
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -18,7 +20,10 @@ import pytest
 from application.bootstrap import bootstrap
 from application.mail_worker import MailWorker
 from domain.identity import Actor
+from interface.examples import load_example_catalog
 from tests.integration.test_email_outbox import (  # noqa: F401 -- fixtures
+    ADMIN,
+    LIN,
     _database,
     _lease_lapses,
     clock,
@@ -30,6 +35,14 @@ from tests.integration.test_email_outbox import (  # noqa: F401 -- fixtures
 )
 
 pytestmark = pytest.mark.integration
+
+
+BOB = Actor.of("learner-bob", email="bob@example.org")
+
+
+def service_logs(caplog) -> str:
+    """What the service logged (the test SMTP server's own protocol log left out)."""
+    return "\n".join(caplog.handler.format(record) for record in caplog.records if not record.name.startswith("mail.log"))
 
 
 def learners(count: int) -> list[Actor]:
@@ -148,3 +161,133 @@ def test_an_outbox_an_older_release_created_gets_the_claim_columns(
     run_process(service, mail_settings, 85)
     assert worker.run_once() == 2
     assert len(smtp_server.wait_for(2)) == 2
+
+
+# -- 2. a payload the outbox cannot store -----------------------------------------------------
+
+NOTE_BPMN = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+                  xmlns:spiffworkflow="http://spiffworkflow.org/bpmn/schema/1.0/core"
+                  id="noted_definitions" targetNamespace="https://skillbase.example/workflow">
+  <bpmn:message id="msg_email" name="email" />
+  <bpmn:process id="noted" name="Noted" isExecutable="true">
+    <bpmn:laneSet id="lanes">
+      <bpmn:lane id="lane_learner" name="Learner">
+        <bpmn:flowNodeRef>start</bpmn:flowNodeRef>
+        <bpmn:flowNodeRef>write_note</bpmn:flowNodeRef>
+        <bpmn:flowNodeRef>email_learner</bpmn:flowNodeRef>
+        <bpmn:flowNodeRef>end</bpmn:flowNodeRef>
+      </bpmn:lane>
+    </bpmn:laneSet>
+    <bpmn:startEvent id="start"><bpmn:outgoing>to_note</bpmn:outgoing></bpmn:startEvent>
+    <bpmn:userTask id="write_note" name="Write a note">
+      <bpmn:extensionElements>
+        <spiffworkflow:properties>
+          <spiffworkflow:property name="formJsonSchemaFilename" value="note.schema.json" />
+        </spiffworkflow:properties>
+      </bpmn:extensionElements>
+      <bpmn:incoming>to_note</bpmn:incoming>
+      <bpmn:outgoing>to_email</bpmn:outgoing>
+    </bpmn:userTask>
+    <bpmn:sendTask id="email_learner" name="Email the learner" messageRef="msg_email">
+      <bpmn:extensionElements>
+        <spiffworkflow:messagePayload>PAYLOAD</spiffworkflow:messagePayload>
+      </bpmn:extensionElements>
+      <bpmn:incoming>to_email</bpmn:incoming>
+      <bpmn:outgoing>to_end</bpmn:outgoing>
+    </bpmn:sendTask>
+    <bpmn:endEvent id="end" name="Done">
+      <bpmn:extensionElements>
+        <spiffworkflow:properties>
+          <spiffworkflow:property name="outcome" value="pass" />
+        </spiffworkflow:properties>
+      </bpmn:extensionElements>
+      <bpmn:incoming>to_end</bpmn:incoming>
+    </bpmn:endEvent>
+    <bpmn:sequenceFlow id="to_note" sourceRef="start" targetRef="write_note" />
+    <bpmn:sequenceFlow id="to_email" sourceRef="write_note" targetRef="email_learner" />
+    <bpmn:sequenceFlow id="to_end" sourceRef="email_learner" targetRef="end" />
+  </bpmn:process>
+</bpmn:definitions>
+"""
+NOTE_SCHEMA = b"""{"type": "object", "required": ["note"], "additionalProperties": false,
+ "properties": {"note": {"type": "string", "maxLength": 200}}}"""
+
+
+def noted_credential(app, payload: str) -> str:
+    """The example credential on a version whose email payload is computed from a learner's note."""
+    _skill, credential_id = load_example_catalog(app)
+    number = app.upload_definition_version(ADMIN, credential_id, {
+        "noted.bpmn": NOTE_BPMN.replace("PAYLOAD", payload).encode(), "note.schema.json": NOTE_SCHEMA})
+    app.deploy_definition_version(ADMIN, credential_id, number)
+    return credential_id
+
+
+def write_note(app, credential_id: str, learner: Actor, note: str) -> UUID:
+    instance_id = app.start_instance(learner, credential_id)
+    (task,) = app.get_instance(instance_id).open_tasks
+    app.complete_task(learner, task, {"note": note})
+    return instance_id
+
+
+def test_a_nul_in_a_payload_field_no_template_uses_stops_no_email(service, worker, smtp_server, caplog):
+    caplog.set_level(logging.DEBUG)
+    credential_id = noted_credential(service, "{'template': 'credential_passed', 'to': 'learner', 'note': note}")
+    write_note(service, credential_id, LIN, "hello\x00world")
+    write_note(service, credential_id, BOB, "hello")
+
+    assert worker.run_once() == 2
+    assert sorted(r.rcpt_tos for r in smtp_server.wait_for(2)) == [("bob@example.org",), ("lin@example.org",)]
+    assert "hello" not in service_logs(caplog)
+
+
+@pytest.mark.parametrize("bad_template", ["credential_passed\x00"])
+def test_an_email_whose_payload_cannot_be_stored_is_one_incident_and_the_others_go(
+        service, worker, smtp_server, caplog, bad_template):
+    caplog.set_level(logging.DEBUG)
+    credential_id = noted_credential(service, "{'template': note, 'to': 'learner'}")
+    broken = write_note(service, credential_id, LIN, bad_template)
+    fine = write_note(service, credential_id, BOB, "credential_passed")
+
+    assert worker.run_once() == 1
+    assert [r.rcpt_tos for r in smtp_server.wait_for(1)] == [("bob@example.org",)]
+    (incident,) = service.get_instance(broken).open_incidents
+    assert incident["kind"] == "email" and "could not be stored" in incident["reason"]
+    assert service.get_instance(fine).open_incidents == []
+    assert worker.run_once() == 0
+    assert len(smtp_server.messages) == 1
+
+
+def test_an_email_postgresql_still_refuses_is_one_incident_and_the_reader_goes_on(service, worker, smtp_server,
+                                                                                monkeypatch, caplog):
+    from application.outbox import email_outbox
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(email_outbox, "storable_payload", lambda payload: payload)  # keeps the note, NUL and all
+    credential_id = noted_credential(service, "{'template': 'credential_passed', 'to': 'learner', 'note': note}")
+    broken = write_note(service, credential_id, LIN, "hello\x00world")
+    write_note(service, credential_id, BOB, "hello")
+
+    assert worker.run_once() == 1
+    assert [r.rcpt_tos for r in smtp_server.wait_for(1)] == [("bob@example.org",)]
+    (incident,) = service.get_instance(broken).open_incidents
+    assert "could not be stored" in incident["reason"]
+    assert "cannot be stored (UntranslatableCharacter)" in service_logs(caplog)
+    assert "hello" not in service_logs(caplog)
+
+
+def test_a_failed_round_logs_the_error_type_never_its_text(service, mail_settings, caplog):
+    """PostgreSQL's error texts quote the values they refused (learner data)."""
+    stop = threading.Event()
+    failing = MailWorker(service, mail_settings)
+
+    learner_data = '{"note": "secret note'
+
+    def round_that_fails() -> int:
+        stop.set()
+        raise psycopg.errors.DataError(f"invalid input syntax for type json\nCONTEXT:  JSON data, line 1: {learner_data}")
+
+    failing.run_once = round_that_fails
+    with caplog.at_level(logging.DEBUG):
+        failing.run_until(stop, poll_seconds=0)
+    assert "DataError" in service_logs(caplog) and "secret" not in service_logs(caplog)
