@@ -74,7 +74,10 @@ EMAIL_INCIDENT = "email"
 # (the sender's 30 s timeout per step), short enough that an email whose worker died goes
 # out a few minutes later.
 CLAIM_LEASE = timedelta(minutes=5)
-_ADDRESS = re.compile(r"[^\s<>:;,'\"]+@[^\s<>:;,'\"]+")
+# Anything like an address, as a fallback after the sender replaced the known recipients:
+# a quoted local part ("jean smith"@…) or one with any character an address may hold ('),
+# then a domain or an address literal ([192.0.2.1]).
+_ADDRESS = re.compile(r"""(?:"[^"\r\n]*"|[^\s<>()\[\]:;,"@]+)@(?:\[[^\]\s]*\]|[^\s<>()\[\]:;,'"@]+)""")
 # The database (or its connection) is gone: the round ends, no email is blamed for it.
 _INFRASTRUCTURE = (psycopg.OperationalError, psycopg.InterfaceError,
                    persistence.OperationalError, persistence.InterfaceError)
@@ -82,7 +85,8 @@ _INFRASTRUCTURE = (psycopg.OperationalError, psycopg.InterfaceError,
 
 def redacted(reason: str) -> str:
     """A failure reason without email addresses: incidents are published events, and the
-    learner's address never leaves the service (ADR 0001)."""
+    learner's address never leaves the service (ADR 0001). The sender's reasons name no
+    recipient already (``without_addresses``); this catches anything else like one."""
     return _ADDRESS.sub("<address>", reason)
 
 
@@ -319,12 +323,12 @@ class MailWorker:
             except Exception as error:  # noqa: BLE001 -- the instance is broken: set the row aside anyway
                 log.error("email %s: the incident could not be recorded (%s); the row is set aside",
                           row["message_id"], type(error).__name__)
-            self._set(row, status=INCIDENT, attempts=attempts, last_error=failure.reason)
+            self._set(row, status=INCIDENT, attempts=attempts, last_error=redacted(failure.reason))
             return
         retry_at = self.service.clock() + timedelta(seconds=backoff_delay(attempts))
         log.info("email %s attempt %d failed (%s); next at %s", row["message_id"], attempts, redacted(failure.reason),
                  retry_at)
-        self._set(row, attempts=attempts, next_attempt_at=retry_at, last_error=failure.reason)
+        self._set(row, attempts=attempts, next_attempt_at=retry_at, last_error=redacted(failure.reason))
 
     def _set(self, row: dict[str, Any], **values: Any) -> None:
         """Settles a claimed row and gives up the claim; a no-op when the claim lapsed and

@@ -4,11 +4,17 @@ Failures are sorted into *permanent* (the server refused this message for good: 
 recipient or the message data rejected with a 5xx) and *temporary* (retry later:
 connection refused or dropped, timeouts, 4xx replies, and server-wide problems such as a
 failed login or a refused sender, which an operator fixes rather than the message).
+
+A failure's reason ends up in a published incident, so it never names a recipient: it
+holds SMTP codes and the server's text, with every recipient address the server may echo
+replaced by ``<address>`` (``without_addresses``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable
 from datetime import datetime
 from email.utils import parseaddr
 
@@ -64,17 +70,37 @@ class SmtpSender:
             )
         except aiosmtplib.SMTPRecipientsRefused as error:
             codes = [refusal.code for refusal in error.recipients]
-            reason = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in error.recipients)
+            replies = dict.fromkeys(f"{r.code} {r.message}" for r in error.recipients)  # each once, in order
             raise MailDeliveryFailed(
-                f"every recipient refused: {reason}", permanent=all(c >= 500 for c in codes)
+                without_addresses(f"every recipient refused: {'; '.join(replies)}", email.to),
+                permanent=all(c >= 500 for c in codes),
             ) from None
         except aiosmtplib.SMTPDataError as error:
             raise MailDeliveryFailed(
-                f"message refused: {error.code} {error.message}", permanent=error.code >= 500
+                without_addresses(f"message refused: {error.code} {error.message}", email.to),
+                permanent=error.code >= 500,
             ) from None
         except (aiosmtplib.SMTPException, OSError) as error:
-            raise MailDeliveryFailed(f"{type(error).__name__}: {error}", permanent=False) from None
+            raise MailDeliveryFailed(
+                without_addresses(f"{type(error).__name__}: {error}", email.to), permanent=False
+            ) from None
         if refused:
             # Delivered to the others; retrying would send them a duplicate.
-            log.warning("email %s not accepted for %s", email.message_id, sorted(refused))
+            log.warning("email %s not accepted for %d of its recipients", email.message_id, len(refused))
         log.info("email %s sent to %d recipient(s)", email.message_id, len(email.to) - len(refused))
+
+
+def without_addresses(text: str, addresses: Iterable[str]) -> str:
+    """``text`` with each of ``addresses`` replaced by ``<address>``, literally and whatever
+    the case, in every form a server may echo: as given, its bare address, and a quoted local
+    part with and without its quotes."""
+    forms: set[str] = set()
+    for address in addresses:
+        bare = parseaddr(address)[1] or address
+        forms.update({address, bare})
+        local, at, domain = bare.rpartition("@")
+        if at and len(local) > 1 and local.startswith('"') and local.endswith('"'):
+            forms.add(f"{local[1:-1]}@{domain}")
+    for form in sorted(filter(None, forms), key=len, reverse=True):  # longest first: no partial leftovers
+        text = re.sub(re.escape(form), "<address>", text, flags=re.IGNORECASE)
+    return text

@@ -291,3 +291,23 @@ def test_a_failed_round_logs_the_error_type_never_its_text(service, mail_setting
     with caplog.at_level(logging.DEBUG):
         failing.run_until(stop, poll_seconds=0)
     assert "DataError" in service_logs(caplog) and "secret" not in service_logs(caplog)
+
+
+# -- 3. incident reasons keep no address --------------------------------------------------------
+
+
+@pytest.mark.parametrize("reply", ["550 5.1.1 No such mailbox", "550 5.1.1 <{address}>: No such mailbox"])
+@pytest.mark.parametrize("address", ["jean.o'neil@example.org", '"jean.smith"@example.org'])
+def test_an_incident_reason_never_holds_the_refused_address(service, mail_settings, worker, smtp_server, caplog,
+                                                            address, reply):
+    caplog.set_level(logging.DEBUG)
+    for form in {address, address.replace('"', "")}:  # the server reads "jean.smith" as jean.smith
+        smtp_server.reject(form, reply.format(address=address))
+    instance_id = run_process(service, mail_settings, 85, learner=Actor.of("learner-jean", email=address))
+
+    assert worker.run_once() == 1  # the assessors' email
+    (incident,) = service.get_instance(instance_id).open_incidents
+    assert "550" in incident["reason"]
+    assert "jean" not in incident["reason"].casefold()
+    assert "jean" not in service_logs(caplog).casefold()
+    assert all("jean" not in (row["last_error"] or "") for row in worker.rows())

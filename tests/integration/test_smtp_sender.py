@@ -86,8 +86,21 @@ def test_every_recipient_refused_with_550_is_permanent(smtp_server):
         send(sender_for(smtp_server), outgoing("nobody@example.org"))
 
     assert raised.value.permanent is True
-    assert "550" in raised.value.reason and "nobody@example.org" in raised.value.reason
+    assert "550 5.1.1 No such user" in raised.value.reason
+    assert "nobody" not in raised.value.reason  # reasons end up in published incidents
     assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize("address", ["jean.o'neil@example.org", '"jean.smith"@example.org', "Jean Smith <JS@example.org>"])
+def test_a_refusal_never_names_the_recipient_even_when_the_server_echoes_it(smtp_server, address):
+    bare = address.rpartition("<")[2].rstrip(">")
+    for form in {bare, bare.replace('"', "")}:  # the server reads "jean.smith" as jean.smith
+        smtp_server.reject(form, f"550 5.1.1 <{form.upper()}>: Recipient address rejected")
+
+    with pytest.raises(MailDeliveryFailed) as raised:
+        send(sender_for(smtp_server), outgoing(address))
+
+    assert raised.value.reason == "every recipient refused: 550 5.1.1 <<address>>: Recipient address rejected"
 
 
 def test_a_recipient_refused_with_450_is_temporary(smtp_server):

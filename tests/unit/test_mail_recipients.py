@@ -70,3 +70,13 @@ def test_an_address_with_control_characters_or_not_one_at_sign_is_refused_for_go
         recipients({"template": "t", "to_group": "ops"}, learner_email=None, group_addresses={"ops": address},
                    literal_allowed=False)
     assert refused.value.permanent
+
+
+@pytest.mark.parametrize("reason", [
+    "550 jean.o'neil@example.org: no such mailbox", '550 <"jean.smith"@example.org>: no such mailbox',
+    '550 "jean smith"@example.org unknown', "450 try jean@[192.0.2.1] later",
+])
+def test_the_fallback_redacts_anything_like_an_address_from_a_reason(reason):
+    from application.mail_worker import redacted
+
+    assert "jean" not in redacted(reason) and "<address>" in redacted(reason)
