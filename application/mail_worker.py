@@ -54,7 +54,8 @@ from application.mail import (
     SmtpSender,
     backoff_delay,
 )
-from application.mail.compose import address_problem, compose, payload_problem, recipients
+from application.mail.address import address_problem
+from application.mail.compose import compose, payload_problem, recipients
 from application.outbox.email_outbox import (
     DROPPED,
     INCIDENT,

@@ -5,8 +5,11 @@ Recipients (DESIGN.md, issue 7):
 - ``to_group: <group>`` -> the address configured for the group (``group_addresses``);
 - ``to: <address>`` -> only when the definition version's author is an admin.
 
-Every address, wherever it comes from (token, settings, definition), must be one address:
-no control characters (CR/LF would inject headers such as ``Bcc``) and exactly one ``@``.
+Every address, wherever it comes from (token, settings, definition), must be exactly one
+address that reads back as itself (``address_problem``): no control characters (CR/LF would
+inject headers such as ``Bcc``), no whitespace, commas or comments a parser would quietly
+repair into another mailbox. ``Name <address>`` only for group and literal addresses,
+which admins write; a learner's address is the bare address of their token.
 Anything that cannot be resolved, or is refused, is a *permanent* failure: retrying will
 not fix it, an admin must (the worker raises an incident at once). Reasons never repeat a
 refused address or a payload: they end up in published incidents.
@@ -19,11 +22,10 @@ fields the mail worker uses (``MAIL_FIELDS``), and only as text PostgreSQL can s
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping
-from email.utils import parseaddr
 from typing import Any
 
+from application.mail.address import address_problem
 from application.mail.message import OutgoingEmail
 from application.mail.sender import MailDeliveryFailed
 from application.mail.templates import MailTemplates
@@ -77,25 +79,8 @@ def payload_problem(payload: Any) -> str | None:
             "character or an unpaired surrogate; fix the definition, retrying will not help")
 
 
-def address_problem(address: str) -> str | None:
-    """Why ``address`` is not one usable email address, or None when it is.
-
-    ``Name <local@domain>`` is accepted; control characters (C0, DEL, C1, line and
-    paragraph separators), whitespace inside the address, and anything but exactly one
-    ``@`` with text on both sides are not.
-    """
-    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in address):
-        return "it contains control characters"
-    if address.count("@") != 1:
-        return "it does not have exactly one '@'"
-    local, _, domain = parseaddr(address)[1].partition("@")
-    if not local or not domain or any(char.isspace() for char in local + domain):
-        return "it is not an email address"
-    return None
-
-
-def _checked(address: str, what: str) -> str:
-    problem = address_problem(address)
+def _checked(address: str, what: str, *, named: bool = False) -> str:
+    problem = address_problem(address, named=named)
     if problem:
         raise MailDeliveryFailed(f"{what} is refused: {problem}", permanent=True)
     return address
@@ -111,7 +96,7 @@ def recipients(
         address = group_addresses.get(group_key(str(group)))
         if not address:
             raise MailDeliveryFailed(f"no address is configured for group {group!r}", permanent=True)
-        return (_checked(address, f"the address configured for group {group!r}"),)
+        return (_checked(address, f"the address configured for group {group!r}", named=True),)
     if to == LEARNER:
         if not learner_email:
             raise MailDeliveryFailed("the learner's token carried no email address", permanent=True)
@@ -121,7 +106,7 @@ def recipients(
             raise MailDeliveryFailed(
                 "a literal recipient address is allowed only in definitions added by an admin", permanent=True
             )
-        return (_checked(to, "the literal recipient address"),)
+        return (_checked(to, "the literal recipient address", named=True),)
     raise MailDeliveryFailed("an email message names 'to' or 'to_group'", permanent=True)
 
 

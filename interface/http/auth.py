@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from application.mail.address import address_problem
 from application.settings import Settings
 from domain.identity import Actor, group_key
 
@@ -103,16 +103,18 @@ def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
     """The actor a verified token names; a ``sub`` that is blank, holds NUL or is longer
     than 255 characters refuses the token (401).
 
-    ``email``: absent, empty or not a string -> no email. A string is kept only when it is one
-    clean address: a control character (CR/LF would reach the headers of emails sent to
-    the learner), a line/paragraph separator, or anything but exactly one ``@`` refuses the
-    whole token (401, "the token's email claim is not an address") rather than dropping
-    the claim silently, so a broken identity provider shows up at once.
+    ``email``: absent, empty or not a string -> no email. A string is kept only when it is
+    exactly one address that reads back as itself (``address_problem``, the mail worker's
+    own check): a control character (CR/LF would reach the headers of emails sent to the
+    learner), whitespace, a comma, a comment, a display name or anything but one ``@``
+    refuses the whole token (401, "the token's email claim is not an address") rather than
+    dropping the claim silently, so a broken identity provider shows up at once; and
+    ``lin@exa mple.org`` is never read as ``lin@example.org``, another learner's mailbox.
     """
     sub, email = claims.get("sub"), claims.get("email")
     if not isinstance(sub, str) or not sub.strip() or "\x00" in sub or len(sub) > MAX_SUB_CHARS:
         raise NotAuthorizedException("the token has no usable 'sub'", headers=CHALLENGE)
-    if isinstance(email, str) and email and not _is_address(email):
+    if isinstance(email, str) and email and address_problem(email):
         raise NotAuthorizedException("the token's email claim is not an address", headers=CHALLENGE)
     groups = claims.get("groups", claims.get("roles", []))
     if isinstance(groups, str):
@@ -125,13 +127,6 @@ def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
         groups=frozenset(group_key(g) for g in groups if g.strip()),
         admin_group=admin_group,
     )
-
-
-def _is_address(email: str) -> bool:
-    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in email):
-        return False
-    local, at, domain = email.partition("@")
-    return bool(at and local.strip() and domain.strip()) and "@" not in domain
 
 
 def verifier_from(settings: Settings) -> Verifier:

@@ -23,6 +23,7 @@ from domain.identity import Actor
 from interface.examples import load_example_catalog
 from tests.integration.test_email_outbox import (  # noqa: F401 -- fixtures
     ADMIN,
+    ASSESSORS,
     LIN,
     _database,
     _lease_lapses,
@@ -311,3 +312,20 @@ def test_an_incident_reason_never_holds_the_refused_address(service, mail_settin
     assert "jean" not in incident["reason"].casefold()
     assert "jean" not in service_logs(caplog).casefold()
     assert all("jean" not in (row["last_error"] or "") for row in worker.rows())
+
+
+# -- 4. an address that is not exactly one address --------------------------------------------
+
+
+@pytest.mark.parametrize("address", ["lin@exa mple.org", "evil@x.org, bob", "lin@example.org (bcc: x)",
+                                     "lin@example.org>", "Lin <lin@example.org"])
+def test_an_address_that_does_not_read_back_as_itself_is_an_incident_not_another_mailbox(
+        service, mail_settings, worker, smtp_server, address):
+    instance_id = run_process(service, mail_settings, 85, learner=Actor.of("learner-lin", email=address))
+
+    assert worker.run_once() == 1  # the assessors' email only
+    assert [r.rcpt_tos for r in smtp_server.wait_for(1)] == [(ASSESSORS,)]
+    evidence_text = smtp_server.messages[0].message.get_body(("plain",)).get_content()
+    assert "lin@example.org" not in evidence_text and "evil@x.org" not in evidence_text
+    (incident,) = service.get_instance(instance_id).open_incidents
+    assert "the learner's email address is refused" in incident["reason"]

@@ -90,7 +90,11 @@ def test_errors_map_to_problems(error: Exception, status: int) -> None:
 
 
 @pytest.mark.parametrize("email", ["u@x.org\r\nBcc: x@evil.example", "u@x.org\n", "u\x00@x.org", "u@x.org\u2028",
-                                   "u@x.org\x85", "not-an-address", "a@b@x.org"])
+                                   "u@x.org\x85", "not-an-address", "a@b@x.org",
+                                   # a parser would read these as another (or a second) mailbox
+                                   "lin@exa mple.org", "evil@x.org, bob", "lin@example.org (bcc: x)",
+                                   "Lin <lin@example.org>", "<lin@example.org>", "lin:x@example.org",
+                                   "lin@example.org;", " lin@example.org"])
 def test_an_email_claim_that_is_not_one_clean_address_is_refused(email: str) -> None:
     with pytest.raises(NotAuthorizedException) as refused:
         actor_from_claims(claims(email=email), "admin")
@@ -107,6 +111,7 @@ def test_a_sub_that_cannot_be_a_user_id_refuses_the_token(sub: object) -> None:
 
 def test_a_clean_email_claim_is_kept_and_a_missing_or_non_string_one_is_none() -> None:
     assert actor_from_claims(claims(email="Lin.O'Neil+x@example.org"), "admin").email == "Lin.O'Neil+x@example.org"
+    assert actor_from_claims(claims(email='"jean.smith"@example.org'), "admin").email == '"jean.smith"@example.org'
     assert actor_from_claims(claims(), "admin").email is None
     assert actor_from_claims(claims(email=7), "admin").email is None
 

@@ -80,3 +80,27 @@ def test_the_fallback_redacts_anything_like_an_address_from_a_reason(reason):
     from application.mail_worker import redacted
 
     assert "jean" not in redacted(reason) and "<address>" in redacted(reason)
+
+
+@pytest.mark.parametrize("address", [
+    "lin@exa mple.org", "evil@x.org, bob", "lin@example.org (bcc: x)", "lin@example.org>", "Lin <lin@example.org",
+    "lin:x@example.org", "jean\\x@example.org", '"a"b@example.org', " lin@example.org",
+])
+def test_an_address_a_parser_would_read_as_another_mailbox_is_refused_for_good(address):
+    for payload, kwargs in (({"template": "t", "to": "learner"}, {"learner_email": address}),
+                            ({"template": "t", "to": address}, {"literal_allowed": True})):
+        with pytest.raises(MailDeliveryFailed) as refused:
+            resolve(payload, **kwargs)
+        assert refused.value.permanent and "is refused" in refused.value.reason
+        assert "lin" not in refused.value.reason and "evil" not in refused.value.reason
+
+
+def test_a_named_address_is_for_what_admins_write_not_for_a_learner():
+    assert resolve({"template": "t", "to": '"Ops, night" <ops@example.org>'}, literal_allowed=True) == (
+        '"Ops, night" <ops@example.org>',)
+    assert recipients({"template": "t", "to_group": "ops"}, learner_email=None,
+                      group_addresses={"ops": "Ops <ops@example.org>"}, literal_allowed=False) == ("Ops <ops@example.org>",)
+    with pytest.raises(MailDeliveryFailed):
+        resolve({"template": "t", "to": "learner"}, learner_email="Lin <lin@example.org>")
+    assert resolve({"template": "t", "to": "learner"}, learner_email='"jean.smith"@example.org') == (
+        '"jean.smith"@example.org',)
