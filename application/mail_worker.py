@@ -8,8 +8,9 @@ ends. Each round:
 2. sends every pending email that is due, one at a time: checks that its lock session is
    still alive (and ends the round if not), claims the email, renders it, SMTP, then
    records ``EmailSent``;
-3. on failure, schedules the next attempt with backoff; after ``MAX_ATTEMPTS`` (or at once
-   for a permanent failure) records an incident on the instance.
+3. on failure, schedules the next attempt with mail's own backoff (``retry_delay``: 30 s
+   doubling to an hour); after ``MAX_ATTEMPTS``, at least 24 hours of trying (or at once
+   for a permanent failure), records an incident on the instance.
 
 One bad row never stops the others: any unexpected exception while loading, composing or
 sending one email (a bug, a value no one foresaw) is logged without its message (which may
@@ -52,7 +53,7 @@ from application.mail import (
     MailDeliveryFailed,
     MailTemplates,
     SmtpSender,
-    backoff_delay,
+    retry_delay,
 )
 from application.mail.address import address_problem
 from application.mail.compose import compose, payload_problem, recipients
@@ -326,7 +327,7 @@ class MailWorker:
                           row["message_id"], type(error).__name__)
             self._set(row, status=INCIDENT, attempts=attempts, last_error=redacted(failure.reason))
             return
-        retry_at = self.service.clock() + timedelta(seconds=backoff_delay(attempts))
+        retry_at = self.service.clock() + timedelta(seconds=retry_delay(attempts))
         log.info("email %s attempt %d failed (%s); next at %s", row["message_id"], attempts, redacted(failure.reason),
                  retry_at)
         self._set(row, attempts=attempts, next_attempt_at=retry_at, last_error=redacted(failure.reason))

@@ -5,7 +5,7 @@ events) lives elsewhere and calls them.
 """
 
 from application.mail.message import OutgoingEmail, build_mime, message_id_for
-from application.mail.retry import MAX_ATTEMPTS, backoff_delay
+from application.mail.retry import MAX_ATTEMPTS, RETRY_BUDGET, backoff_delay, retry_delay
 from application.mail.sender import MailDeliveryFailed, SmtpSender
 from application.mail.templates import MailTemplates
 
@@ -14,8 +14,10 @@ __all__ = [
     "MailDeliveryFailed",
     "MailTemplates",
     "OutgoingEmail",
+    "RETRY_BUDGET",
     "SmtpSender",
     "backoff_delay",
     "build_mime",
     "message_id_for",
+    "retry_delay",
 ]

@@ -329,3 +329,22 @@ def test_an_address_that_does_not_read_back_as_itself_is_an_incident_not_another
     assert "lin@example.org" not in evidence_text and "evil@x.org" not in evidence_text
     (incident,) = service.get_instance(instance_id).open_incidents
     assert "the learner's email address is refused" in incident["reason"]
+
+
+# -- 5. an SMTP outage of half an hour --------------------------------------------------------
+
+
+def test_half_an_hour_of_smtp_downtime_raises_no_incident_and_the_emails_go_when_it_is_back(
+        service, mail_settings, worker, smtp_server, clock):
+    smtp_server.stop()
+    instance_id = run_process(service, mail_settings, 85)
+    for _ in range(30):  # polled every minute for 30 minutes
+        assert worker.run_once() == 0
+        clock.advance(minutes=1)
+    assert service.get_instance(instance_id).open_incidents == []
+    assert {row["status"] for row in worker.rows()} == {"pending"}
+
+    smtp_server.start()
+    clock.advance(hours=1)  # the longest wait between two attempts
+    assert worker.run_once() == 2
+    assert len(smtp_server.wait_for(2)) == 2
