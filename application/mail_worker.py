@@ -255,10 +255,15 @@ class MailWorker:
             if instance.email_sent(event_id, index) is not None:
                 self._set(row, status=SENT)
                 return 0
-            if instance.status == DELETED:
+            task = self._task_of(row)
+            if instance.status == DELETED or (task is not None and not task.is_open):
+                # A deleted instance's data goes nowhere; a reminder whose task was done (or
+                # cancelled, with its instance) meanwhile would ask for what is settled.
+                log.info("email %s of instance %s dropped: the %s", row["message_id"], instance_id,
+                         "instance was deleted" if instance.status == DELETED else f"task is {task.status}")
                 self._set(row, status=DROPPED)
                 return 0
-            email = self._compose(row, instance)
+            email = self._compose(row, instance, task)
             asyncio.run(self.sender.send(email, self.service.clock()))
         except MailDeliveryFailed as failure:
             self._failed(row, failure)
@@ -272,7 +277,13 @@ class MailWorker:
         self._set(row, status=SENT)
         return 1
 
-    def _compose(self, row: dict[str, Any], instance: Any) -> Any:
+    def _task_of(self, row: dict[str, Any]) -> Any:
+        """The task whose event asked for the email (a reminder), or None for an instance's."""
+        if row["originator_id"] == row["instance_id"]:
+            return None
+        return self.service.get_task(row["originator_id"])
+
+    def _compose(self, row: dict[str, Any], instance: Any, task: Any) -> Any:
         payload = row["payload"]
         problem = payload_problem(payload)
         if problem:
@@ -281,9 +292,6 @@ class MailWorker:
         definition = self.service.get_definition(instance.credential_id)
         to = recipients(payload, learner_email=instance.user_email, group_addresses=self.groups,
                         literal_allowed=author_is_admin(version.added_by))
-        task = None
-        if row["originator_id"] != row["instance_id"]:  # a task's event: a reminder
-            task = self.service.get_task(row["originator_id"])
         context = {
             "credential_name": definition.name,
             # shown in emails to others (assessors): only when it is one clean address

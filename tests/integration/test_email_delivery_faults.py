@@ -348,3 +348,38 @@ def test_half_an_hour_of_smtp_downtime_raises_no_incident_and_the_emails_go_when
     clock.advance(hours=1)  # the longest wait between two attempts
     assert worker.run_once() == 2
     assert len(smtp_server.wait_for(2)) == 2
+
+
+# -- 6. a reminder for a task that is done ------------------------------------------------------
+
+
+@pytest.mark.parametrize("settle", ["complete the task", "cancel the instance"])
+def test_a_reminder_is_not_sent_after_its_task_was_settled(service, mail_settings, worker, smtp_server, clock,
+                                                          settle):
+    from pathlib import Path
+
+    from application.timers.scheduler import Scheduler
+
+    _skill, credential_id = load_example_catalog(service)
+    bpmn = Path(__file__).resolve().parents[1] / "fixtures" / "bpmn" / "paid-credential.bpmn"
+    number = service.upload_definition_version(ADMIN, credential_id, {"paid-credential.bpmn": bpmn.read_bytes()})
+    service.deploy_definition_version(ADMIN, credential_id, number)
+    instance_id = service.start_instance(LIN, credential_id)
+
+    clock.advance(hours=40)
+    Scheduler(service).run_once()
+    smtp_server.stop()
+    assert worker.run_once() == 0  # the reminder could not go yet
+    (task,) = service.get_instance(instance_id).open_tasks
+    if settle == "complete the task":
+        service.complete_task(LIN, task, {})
+    else:
+        service.cancel_instance(LIN, instance_id, "changed my mind")
+    smtp_server.start()
+    clock.advance(minutes=10)
+
+    assert worker.run_once() == 0
+    time.sleep(0.2)
+    assert smtp_server.messages == []
+    assert {row["status"] for row in worker.rows()} == {"dropped"}
+    assert service.get_instance(instance_id).open_incidents == []
