@@ -15,7 +15,9 @@ ends. Each round:
 One bad row never stops the others: any unexpected exception while loading, composing or
 sending one email (a bug, a value no one foresaw) is logged without its message (which may
 hold addresses) and handled as a permanent failure: an incident, and the row is not
-retried until an admin retries the incident. Only losing the database ends a round early
+retried until an admin retries the incident. (An incident the instance cannot record
+leaves the row pending, tried again hourly, rather than set aside with nothing for an admin
+to see.) Only losing the database ends a round early
 (``_INFRASTRUCTURE``), and so does a failure to record ``EmailSent`` after the SMTP server
 accepted the email: the next round resends it with the same ``Message-ID`` (see below).
 
@@ -56,6 +58,7 @@ from application.mail import (
     retry_delay,
 )
 from application.mail.address import address_problem
+from application.mail.retry import RETRY_CAP
 from application.mail.compose import compose, payload_problem, recipients
 from application.outbox.email_outbox import (
     DROPPED,
@@ -273,9 +276,13 @@ class MailWorker:
         except Exception as error:  # noqa: BLE001 -- a poison row: set it aside, go on with the next
             self._failed(row, self._unexpected(row, error))
             return 0
-        self.service.record_email_sent(instance_id, event_id=event_id, index=index, message_id=row["message_id"])
+        recorded = self.service.record_email_sent(instance_id, event_id=event_id, index=index,
+                                                  message_id=row["message_id"])
         self._set(row, status=SENT)
-        return 1
+        if not recorded:  # another worker sent and recorded it meanwhile (a lease that lapsed)
+            log.warning("email %s was recorded as sent by another worker meanwhile: sent twice, with one Message-ID",
+                        row["message_id"])
+        return int(recorded)
 
     def _task_of(self, row: dict[str, Any]) -> Any:
         """The task whose event asked for the email (a reminder), or None for an instance's."""
@@ -330,9 +337,14 @@ class MailWorker:
                 )
             except _INFRASTRUCTURE:
                 raise
-            except Exception as error:  # noqa: BLE001 -- the instance is broken: set the row aside anyway
-                log.error("email %s: the incident could not be recorded (%s); the row is set aside",
-                          row["message_id"], type(error).__name__)
+            except Exception as error:  # noqa: BLE001 -- the instance cannot record it: try again later
+                # Setting the row aside without the event would leave nothing for an admin to
+                # see or retry; so it stays pending, and is tried (and logged) once an hour.
+                retry_at = self.service.clock() + timedelta(seconds=RETRY_CAP)
+                log.error("email %s of instance %s: the incident could not be recorded (%s); tried again at %s",
+                          row["message_id"], row["instance_id"], type(error).__name__, retry_at)
+                self._set(row, attempts=attempts, next_attempt_at=retry_at, last_error=redacted(failure.reason))
+                return
             self._set(row, status=INCIDENT, attempts=attempts, last_error=redacted(failure.reason))
             return
         retry_at = self.service.clock() + timedelta(seconds=retry_delay(attempts))

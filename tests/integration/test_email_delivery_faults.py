@@ -383,3 +383,58 @@ def test_a_reminder_is_not_sent_after_its_task_was_settled(service, mail_setting
     assert smtp_server.messages == []
     assert {row["status"] for row in worker.rows()} == {"dropped"}
     assert service.get_instance(instance_id).open_incidents == []
+
+
+# -- what the worker counts, and an incident that cannot be recorded ---------------------------
+
+
+class _Seen:
+    """The service as a worker sees it, with one command changed."""
+
+    def __init__(self, service) -> None:
+        self._service = service
+
+    def __getattr__(self, name: str):
+        return getattr(self._service, name)
+
+
+class _Recorded(_Seen):
+    """...when another worker recorded the email first."""
+
+    def record_email_sent(self, *args, **kwargs) -> bool:
+        self._service.record_email_sent(*args, **kwargs)
+        return False
+
+
+def test_an_email_someone_else_recorded_is_not_counted_as_sent(service, mail_settings, smtp_server):
+    run_process(service, mail_settings, 85)
+    late = MailWorker(service, mail_settings)
+    late.service = _Recorded(service)
+    try:
+        assert late.run_once() == 0
+    finally:
+        late.release()
+
+
+class _NoIncidents(_Seen):
+    """...when the instance cannot record an incident (a bug, an instance that does not load)."""
+
+    def raise_incident(self, *args, **kwargs) -> bool:
+        raise RuntimeError("the instance cannot be saved")
+
+
+def test_an_incident_that_cannot_be_recorded_leaves_the_email_to_be_tried_again(
+        service, mail_settings, worker, smtp_server, clock):
+    smtp_server.reject(ASSESSORS, "550 5.1.1 No such mailbox")
+    instance_id = run_process(service, mail_settings, 85)
+    worker.service = _NoIncidents(service)
+    worker.run_once()
+    (row,) = [row for row in worker.rows() if row["status"] != "sent"]
+    assert row["status"] == "pending" and row["next_attempt_at"] > clock()
+
+    worker.service = service
+    clock.advance(hours=2)
+    worker.run_once()
+    (incident,) = service.get_instance(instance_id).open_incidents
+    assert incident["kind"] == "email"
+    assert {row["status"] for row in worker.rows()} == {"sent", "incident"}
