@@ -30,6 +30,7 @@ import time
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from types import CodeType
+from typing import Any
 
 from isodate import duration_isoformat
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
@@ -49,7 +50,9 @@ DANGEROUS_NAMES = frozenset(
     "input breakpoint help memoryview object super classmethod staticmethod property "
     "exit quit".split()
 )
-_FORBIDDEN_ATTRIBUTES = frozenset({"format", "format_map", "mro"})
+# ``script_engine`` and ``environment`` lead from any engine object to an evaluator: nothing in
+# task data is one (application/engine/serializer.py), and no script needs to reach one.
+_FORBIDDEN_ATTRIBUTES = frozenset({"format", "format_map", "mro", "script_engine", "environment"})
 _FORBIDDEN_PREFIXES = ("_", "gi_", "cr_", "ag_", "f_", "tb_", "co_")
 _FORBIDDEN_NODES = {
     ast.Import: "import is not allowed",
@@ -66,6 +69,9 @@ _FORBIDDEN_NODES = {
     # Match patterns name attributes as plain strings (``case str(__class__=c)``), out of
     # reach of the attribute check: no workflow needs them.
     ast.Match: "'match' is not allowed",
+    # A suspended generator finalised by the garbage collector swallows the time limit's
+    # exception, and CPython then switches the limit off for the rest of the script.
+    ast.GeneratorExp: "generator expressions are not allowed (use a list comprehension: [x for x in ...])",
 }
 _INT_OPS = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -99,11 +105,41 @@ def _internal_import(name: str, globals_: object = None, locals_: object = None,
     return builtins.__import__(name, globals_, locals_, fromlist, level)
 
 
+# ``map`` and ``filter`` call a function for each item in a C loop the time limit never
+# sees: given a C function that grows the list they walk (``any(map(items.append, items))``)
+# they run until memory runs out. Here each item is a Python step, which the limit stops.
+class _Map:
+    def __init__(self, function: Any, *iterables: Any) -> None:
+        self._items = builtins.map(function, *iterables)
+
+    def __iter__(self) -> _Map:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._items)
+
+
+class _Filter:
+    def __init__(self, function: Any, iterable: Any) -> None:
+        self._keep = bool if function is None else function
+        self._items = iter(iterable)
+
+    def __iter__(self) -> _Filter:
+        return self
+
+    def __next__(self) -> Any:
+        while True:
+            item = next(self._items)
+            if self._keep(item):
+                return item
+
+
 SAFE_BUILTINS: dict[str, object] = {
     **{name: getattr(builtins, name) for name in (
-        "abs all any bool dict divmod enumerate filter float int isinstance len list map "
+        "abs all any bool dict divmod enumerate float int isinstance len list "
         "max min reversed round set sorted str sum tuple zip".split()
     )},
+    "map": _Map, "filter": _Filter,
     "range": _capped_range,
     "True": True, "False": False, "None": None,
     "date": date, "datetime": datetime, "timedelta": timedelta,
@@ -272,9 +308,12 @@ class RestrictedEnvironment(TaskDataEnvironment):
         previous = sys.gettrace()
         sys.settrace(tracer)
         try:
-            return run(code, namespace)
+            result = run(code, namespace)
         finally:
             sys.settrace(previous)
+        if time.monotonic() > deadline:  # the limit was lost on the way (its exception swallowed)
+            raise ScriptTimeout(f"script ran longer than {self.timeout:g} s")
+        return result
 
 
 MAX_DATA_DEPTH = 64

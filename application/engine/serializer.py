@@ -7,20 +7,84 @@ so a stored state written by an older SpiffWorkflow can be migrated on load.
 
 SpiffWorkflow's restore consumes the dicts it is given, so everything restored here is a
 private copy: stored state that other code holds is never changed.
+
+SpiffWorkflow's restore also turns any dict with a ``typename`` key into an object of that
+registered class, wherever it is, and a ``BpmnWorkflow`` comes back with the library's
+unrestricted script engine. Task data, workflow data and event payloads hold what scripts,
+forms and messages wrote: a learner's ``{"typename": "…"}`` or a script's copy of a workflow
+dict would come back as an object (ADR 0003, amendment). So inside data only the value types
+SpiffWorkflow itself keeps there are revived (``DATA_TYPENAMES``); any other ``typename``
+dict stays a dict.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import msgspec
 from SpiffWorkflow.bpmn.serializer.default.event_definition import TimerConditionalEventDefinitionConverter
-from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
+from SpiffWorkflow.bpmn.serializer.default.workflow import (
+    BpmnSubWorkflowConverter,
+    BpmnWorkflowConverter,
+    TaskConverter,
+    WorkflowConverter,
+)
+from SpiffWorkflow.bpmn.serializer.helpers.registry import DefaultRegistry
 from SpiffWorkflow.bpmn.serializer.workflow import BpmnWorkflowSerializer
+from SpiffWorkflow.bpmn.specs.event_definitions.base import EventDefinition
+from SpiffWorkflow.bpmn.util.event import BpmnEvent
+from SpiffWorkflow.bpmn.util.subworkflow import BpmnSubWorkflow
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+from SpiffWorkflow.task import Task
 
 from application.engine.clock import CLOCKED_TIMERS
+
+
+_restoring = threading.local()
+
+
+@contextmanager
+def _data() -> Iterator[None]:
+    """While restoring data (task, workflow and event data) in this thread."""
+    depth = getattr(_restoring, "data", 0)
+    _restoring.data = depth + 1
+    try:
+        yield
+    finally:
+        _restoring.data = depth
+
+
+class _Registry(DefaultRegistry):
+    """SpiffWorkflow's registry; inside data (``_data``) it revives only ``DATA_TYPENAMES``."""
+
+    data_typenames: frozenset[str] = frozenset()
+
+    def restore(self, val: Any, **kwargs: Any) -> Any:
+        if (type(val) is dict and "typename" in val and getattr(_restoring, "data", 0)
+                and val["typename"] not in self.data_typenames):
+            return {key: self.restore(item, **kwargs) for key, item in val.items()}
+        return super().restore(val, **kwargs)
+
+
+class _TaskConverter(TaskConverter):
+    """A task's data, delta and internal data are data (internal data holds message
+    payloads and multi-instance items beside the library's own events)."""
+
+    def from_dict(self, dct: dict[str, Any], workflow: Any) -> Any:
+        with _data():
+            return super().from_dict(dct, workflow)
+
+
+class _SubWorkflowConverter(BpmnSubWorkflowConverter):
+    def set_default_attributes(self, workflow: Any, dct: dict[str, Any]) -> None:
+        with _data():
+            super().set_default_attributes(workflow, dct)
 
 
 class _StateOnlyConverter(BpmnWorkflowConverter):
@@ -38,6 +102,17 @@ class _StateOnlyConverter(BpmnWorkflowConverter):
         dct["bpmn_events"] = self.registry.convert(workflow.bpmn_events)
         return dct
 
+    def from_dict(self, dct: dict[str, Any]) -> BpmnWorkflow:
+        events = dct.pop("bpmn_events", [])  # thrown events: their payloads are data
+        workflow = super().from_dict(dct)
+        with _data():
+            workflow.bpmn_events = self.registry.restore(events)
+        return workflow
+
+    def set_default_attributes(self, workflow: Any, dct: dict[str, Any]) -> None:
+        with _data():
+            super().set_default_attributes(workflow, dct)
+
 
 # The clocked timers (application/engine/clock.py) share SpiffWorkflow's class names and
 # are registered last, so every restored spec runs on the application's clock.
@@ -45,8 +120,17 @@ _CONFIG = {
     **SPIFF_CONFIG,
     **{cls: TimerConditionalEventDefinitionConverter for cls in CLOCKED_TIMERS},
     BpmnWorkflow: _StateOnlyConverter,
+    BpmnSubWorkflow: _SubWorkflowConverter,
+    Task: _TaskConverter,
 }
-_SERIALIZER = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(_CONFIG))
+_REGISTRY = BpmnWorkflowSerializer.configure(_CONFIG, _Registry())
+# What SpiffWorkflow itself keeps in data: values (ids, times), events and their definitions.
+_REGISTRY.data_typenames = frozenset(
+    name for cls, name in _REGISTRY.typenames.items()
+    if cls in (UUID, datetime, timedelta, BpmnEvent) or issubclass(cls, EventDefinition)
+)
+DATA_TYPENAMES = _REGISTRY.data_typenames
+_SERIALIZER = BpmnWorkflowSerializer(_REGISTRY)
 ENGINE_FORMAT = f"spiff-bpmn/{_SERIALIZER.VERSION}"
 
 

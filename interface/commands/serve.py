@@ -9,6 +9,7 @@ an admin. Logs are JSON lines on stderr.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     if settings.http_workers < 1:
         raise SystemExit(f"http_workers must be at least 1, got {settings.http_workers}")
+    refuse_development_key_off_loopback(settings)
     log_level = args.log_level if args.log_level.upper() != "WARNING" else "INFO"
     configure_json_logging(log_level)
     roles = ServeRoles(api_only=args.api_only, log_level=log_level)
@@ -135,6 +137,29 @@ def _load_examples(settings: Settings, service: Any) -> None:
             if attempt == EXAMPLE_ATTEMPTS:
                 raise
     log.info("example catalog loaded", extra={"skill_id": skill_id, "credential_id": credential_id})
+
+
+def refuse_development_key_off_loopback(settings: Settings) -> None:
+    """The development key signs the tokens ``serve`` prints (an admin's among them) and
+    anyone who reads its file can mint more: it serves this machine only. Listening on any
+    other address needs a real key."""
+    from interface.http.auth import verifier_from
+
+    if not verifier_from(settings).development or _is_loopback(settings.http_host):
+        return
+    raise SystemExit(
+        f"serve: no signing key is configured, and the development key serves only a loopback address, "
+        f"not {settings.http_host!r}: set SKILLBASE_WORKFLOW_JWT_HS256_SECRET or SKILLBASE_WORKFLOW_JWT_PUBLIC_KEY, "
+        "or SKILLBASE_WORKFLOW_HTTP_HOST=127.0.0.1")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def banner(settings: Settings) -> str:

@@ -47,3 +47,18 @@ def test_a_store_with_events_is_left_alone(monkeypatch: pytest.MonkeyPatch, tmp_
     store = SimpleNamespace(recorder=SimpleNamespace(max_notification_id=lambda: 7))
     serve._load_examples(load_settings({}, data_dir=str(tmp_path)), store)
     assert calls == []
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "api.example.org"])
+def test_serve_refuses_the_development_key_off_loopback(tmp_path: Any, host: str) -> None:
+    """It printed live 12-hour tokens, an admin's among them, for a public address."""
+    settings = load_settings({}, data_dir=str(tmp_path), http_host=host)
+    with pytest.raises(SystemExit, match="development key serves only a loopback address"):
+        serve.refuse_development_key_off_loopback(settings)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"])
+def test_serve_keeps_the_development_key_on_loopback_and_any_address_with_a_key(tmp_path: Any, host: str) -> None:
+    serve.refuse_development_key_off_loopback(load_settings({}, data_dir=str(tmp_path), http_host=host))
+    keyed = load_settings({}, data_dir=str(tmp_path), http_host="0.0.0.0", jwt_hs256_secret="s" * 32)
+    serve.refuse_development_key_off_loopback(keyed)
