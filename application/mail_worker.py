@@ -105,6 +105,10 @@ def author_is_admin(added_by: str) -> bool:
     return added_by == SYSTEM_USER or bool(added_by)
 
 
+class _ServerUnreachable(Exception):
+    """No SMTP server answered: the round ends rather than wait out the timeout per email."""
+
+
 class MailWorker:
     def __init__(
         self,
@@ -192,8 +196,12 @@ class MailWorker:
             if not self._still_leading():
                 break  # another worker may lead now: it sends the rest
             claimed = self._claim(row)
-            if claimed is not None:  # else another worker holds it, or it was settled meanwhile
+            if claimed is None:  # another worker holds it, or it was settled meanwhile
+                continue
+            try:
                 sent += self._deliver(claimed)
+            except _ServerUnreachable:
+                break  # each of the others would wait out the timeout too: the next round tries again
         return sent
 
     def _still_leading(self) -> bool:
@@ -270,6 +278,8 @@ class MailWorker:
             asyncio.run(self.sender.send(email, self.service.clock()))
         except MailDeliveryFailed as failure:
             self._failed(row, failure)
+            if failure.unreachable:
+                raise _ServerUnreachable from None
             return 0
         except _INFRASTRUCTURE:
             raise

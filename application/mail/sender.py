@@ -26,10 +26,14 @@ log = logging.getLogger(__name__)
 
 
 class MailDeliveryFailed(Exception):
-    def __init__(self, reason: str, permanent: bool) -> None:
+    """``permanent``: the server refused it for good (5xx); ``unreachable``: no server
+    answered (connecting, the greeting, a dropped connection), so nothing else will go now."""
+
+    def __init__(self, reason: str, permanent: bool, unreachable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        self.unreachable = unreachable
 
 
 class SmtpSender:
@@ -80,7 +84,12 @@ class SmtpSender:
                 without_addresses(f"message refused: {error.code} {error.message}", email.to),
                 permanent=error.code >= 500,
             ) from None
-        except (aiosmtplib.SMTPException, OSError) as error:
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected,
+                OSError) as error:
+            raise MailDeliveryFailed(
+                without_addresses(f"{type(error).__name__}: {error}", email.to), permanent=False, unreachable=True
+            ) from None
+        except aiosmtplib.SMTPException as error:
             raise MailDeliveryFailed(
                 without_addresses(f"{type(error).__name__}: {error}", email.to), permanent=False
             ) from None

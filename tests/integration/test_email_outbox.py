@@ -126,9 +126,10 @@ def test_smtp_down_while_the_process_runs_emails_arrive_once_it_is_back(service,
     instance_id = run_process(service, mail_settings, 85)
 
     assert worker.run_once() == 0
-    assert {row["attempts"] for row in worker.rows()} == {1}
+    assert sorted(row["attempts"] for row in worker.rows()) == [0, 1]  # no server: the round ends there
     clock.advance(seconds=1)
-    worker.run_once()  # not due yet or failing again: nothing arrives, nothing is lost
+    worker.run_once()  # the other one's turn: nothing arrives, nothing is lost
+    assert {row["attempts"] for row in worker.rows()} == {1}
 
     smtp_server.start()
     clock.advance(minutes=10)
@@ -192,7 +193,7 @@ def test_temporary_failures_end_in_an_incident_after_the_last_attempt(service, m
                                                                      smtp_server, clock):
     smtp_server.stop()
     instance_id = run_process(service, mail_settings, 85)
-    for _ in range(MAX_ATTEMPTS):
+    for _ in range(2 * MAX_ATTEMPTS):  # no server: each round tries one email, then ends
         worker.run_once()
         clock.advance(hours=1)
 
@@ -296,3 +297,22 @@ def test_a_task_reminder_email_reaches_the_learner_before_the_due_date(service, 
     assert received.rcpt_tos == ("lin@example.org",)
     assert received.message["Subject"].startswith('Reminder: "Confirm your details"')
     assert f"/instances/{instance_id}" in text(received)
+
+
+def test_a_server_that_never_answers_ends_the_round_after_one_email(service, mail_settings, worker, smtp_server):
+    """Each email waited out the whole SMTP timeout (30 s) in turn: a round of fifty took
+    25 minutes while none could go."""
+    import socket
+
+    for _ in range(2):
+        run_process(service, mail_settings, 85)  # four emails due
+    with socket.socket() as silent:  # accepts connections, never greets
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        worker.sender.host, worker.sender.port = silent.getsockname()
+        worker.sender.timeout = 0.3
+        assert worker.run_once() == 0
+    attempts = sorted(row["attempts"] for row in worker.rows())
+    assert attempts == [0, 0, 0, 1], attempts  # one tried, the others left for the next round
+    worker.sender.host, worker.sender.port, worker.sender.timeout = smtp_server.host, smtp_server.port, 30.0
+    assert worker.run_once() == 3  # the one that failed waits for its retry time
