@@ -70,11 +70,15 @@ def test_by_correlation_keys_a_message_nobody_waits_for_is_kept(client: Any, set
     assert answer.status_code == 202 and answer.json()["status"] == "kept"
 
 
-def test_the_learner_may_send_to_their_own_instance(client: Any, settings: Any, credential: str) -> None:
+def test_the_learner_may_not_send_to_their_own_instance(client: Any, settings: Any, credential: str) -> None:
+    """A message stands for another service (a payment, a check): the learner who could send
+    "payment_received" to their own instance passed a paid credential without paying."""
     instance = waiting_instance(client, settings, credential)
-    body = {"name": PAYMENT, "message_id": "pay-own", "instance_id": instance}
+    body = {"name": PAYMENT, "message_id": "pay-own", "instance_id": instance, "payload": {"amount": 0}}
     answer = client.post("/messages", json=body, headers=auth(settings, *LEARNER))
-    assert answer.status_code == 202 and answer.json()["status"] == "delivered"
+    assert answer.status_code == 403, answer.text
+    still = client.get(f"/instances/{instance}", headers=auth(settings, *LEARNER)).json()
+    assert still["status"] == "running"
 
 
 def test_others_may_not_deliver(client: Any, settings: Any, credential: str) -> None:

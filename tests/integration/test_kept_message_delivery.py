@@ -49,9 +49,9 @@ def test_a_kept_message_that_raises_is_backed_off_and_the_later_ones_are_deliver
         service, credential_id, clock, caplog, monkeypatch):
     lins = service.start_instance(LIN, credential_id)
     sams = service.start_instance(SAM, credential_id)
-    assert service.deliver_message(LIN, PAYMENT, {"card": "secret-4111"}, "pay-lin", instance_id=lins) == "kept"
+    assert service.deliver_message(ADMIN, PAYMENT, {"card": "secret-4111"}, "pay-lin", instance_id=lins) == "kept"
     clock.advance(seconds=1)
-    assert service.deliver_message(SAM, PAYMENT, {"amount": 5}, "pay-sam", instance_id=sams) == "kept"
+    assert service.deliver_message(ADMIN, PAYMENT, {"amount": 5}, "pay-sam", instance_id=sams) == "kept"
     for learner, instance_id in ((LIN, lins), (SAM, sams)):
         confirm(service, learner, instance_id)
     real_deliver, calls = service.engine.deliver_message, []
@@ -85,7 +85,7 @@ def test_a_kept_message_that_raises_is_backed_off_and_the_later_ones_are_deliver
 def test_losing_the_database_while_delivering_a_kept_message_ends_the_round_and_loses_nothing(
         service, credential_id, clock, monkeypatch):
     instance_id = service.start_instance(LIN, credential_id)
-    service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-1", instance_id=instance_id)
+    service.deliver_message(ADMIN, PAYMENT, {"amount": 80}, "pay-1", instance_id=instance_id)
     confirm(service, LIN, instance_id)
     real_deliver = service.engine.deliver_message
 
@@ -226,7 +226,7 @@ def tables_of_an_older_release(schema_database) -> None:
 def test_tables_created_by_an_older_release_get_the_back_off_and_claim_columns(
         tables_of_an_older_release, service, credential_id, clock):
     instance_id = service.start_instance(LIN, credential_id)
-    assert service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-1", instance_id=instance_id) == "kept"
+    assert service.deliver_message(ADMIN, PAYMENT, {"amount": 80}, "pay-1", instance_id=instance_id) == "kept"
     confirm(service, LIN, instance_id)
     clock.advance(days=3)  # the reminder and overdue rows of "confirm your details" fall due too
 

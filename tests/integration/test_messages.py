@@ -84,10 +84,10 @@ def test_an_early_message_is_kept_and_delivered_when_the_instance_starts_waiting
     instance_id = service.start_instance(LIN, credential_id)
     scheduler = Scheduler(service)
 
-    assert service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-early", instance_id=instance_id) == "kept"
+    assert service.deliver_message(ADMIN, PAYMENT, {"amount": 80}, "pay-early", instance_id=instance_id) == "kept"
     scheduler.run_once()
     assert service.get_instance(instance_id).status == RUNNING  # still at "confirm your details"
-    assert service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-early", instance_id=instance_id) == "duplicate"
+    assert service.deliver_message(ADMIN, PAYMENT, {"amount": 80}, "pay-early", instance_id=instance_id) == "duplicate"
 
     confirm(service, LIN, instance_id)
     scheduler.run_once()
@@ -111,7 +111,7 @@ def both_waiting_for_payment(service: WorkflowService, credential_id: str) -> tu
 def test_a_kept_message_expires_after_the_configured_time(service, credential_id, clock):
     instance_id = service.start_instance(LIN, credential_id)
     scheduler = Scheduler(service)
-    service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-late", instance_id=instance_id)
+    service.deliver_message(ADMIN, PAYMENT, {"amount": 80}, "pay-late", instance_id=instance_id)
 
     clock.advance(seconds=service.message_keep.total_seconds() + 1)
     confirm(service, LIN, instance_id)
@@ -137,6 +137,9 @@ def test_who_may_deliver_and_what_a_message_must_carry(service, credential_id):
 
     with pytest.raises(NotAllowed):
         service.deliver_message(LIN, PAYMENT, {}, "by-keys", correlation_keys={"user_id": "x"})
+    with pytest.raises(NotAllowed, match="only a service"):  # a learner paying themselves passed the credential
+        service.deliver_message(LIN, PAYMENT, {"amount": 0}, "self-paid", instance_id=instance_id)
+    assert service.message_status("self-paid", instance_id=instance_id) is None
     with pytest.raises(InvalidInput):
         service.deliver_message(ADMIN, PAYMENT, {}, "", instance_id=instance_id)
     with pytest.raises(InvalidInput):
@@ -196,9 +199,9 @@ def test_message_ids_are_scoped_to_their_target_so_learners_cannot_shadow_each_o
     for learner, instance_id in ((LIN, lins), (SAM, sams)):
         confirm(service, learner, instance_id)
 
-    assert service.deliver_message(LIN, PAYMENT, {"amount": 1}, "shared-1", instance_id=lins) == "delivered"
-    assert service.deliver_message(SAM, PAYMENT, {"amount": 2}, "shared-1", instance_id=sams) == "delivered"
-    assert service.deliver_message(SAM, PAYMENT, {"amount": 2}, "shared-1", instance_id=sams) == "duplicate"
+    assert service.deliver_message(ADMIN, PAYMENT, {"amount": 1}, "shared-1", instance_id=lins) == "delivered"
+    assert service.deliver_message(ADMIN, PAYMENT, {"amount": 2}, "shared-1", instance_id=sams) == "delivered"
+    assert service.deliver_message(ADMIN, PAYMENT, {"amount": 2}, "shared-1", instance_id=sams) == "duplicate"
 
     assert service.get_instance(lins).data["payment"] == {"amount": 1}
     assert service.get_instance(sams).data["payment"] == {"amount": 2}
@@ -226,7 +229,7 @@ def test_a_payload_shaped_like_an_encoded_value_is_refused_and_the_instance_stay
     instance_id = service.start_instance(LIN, credential_id)
     confirm(service, LIN, instance_id)
     with pytest.raises(InvalidInput) as refused:
-        service.deliver_message(LIN, PAYMENT, {"note": {"_type_": "nope", "_data_": 1}}, "m-1",
+        service.deliver_message(ADMIN, PAYMENT, {"note": {"_type_": "nope", "_data_": 1}}, "m-1",
                                 instance_id=instance_id)
     assert [p.path for p in refused.value.problems] == ["$.payload.note._type_"]
     assert service.get_instance(instance_id).is_running
@@ -237,10 +240,10 @@ def test_a_message_to_an_ended_instance_is_refused_but_a_retry_of_an_earlier_one
 ):
     """Was answered "kept" and expired unseen a week later: the sender never learned."""
     instance_id = service.start_instance(LIN, credential_id)
-    assert service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-1", instance_id=instance_id) == "kept"
+    assert service.deliver_message(ADMIN, PAYMENT, {"amount": 80}, "pay-1", instance_id=instance_id) == "kept"
     service.cancel_instance(LIN, instance_id, "changed my mind")
 
     with pytest.raises(Conflict, match="cancelled: it takes no more messages"):
-        service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-2", instance_id=instance_id)
+        service.deliver_message(ADMIN, PAYMENT, {"amount": 80}, "pay-2", instance_id=instance_id)
     assert service.message_status("pay-2", instance_id=instance_id) is None
-    assert service.deliver_message(LIN, PAYMENT, {"amount": 80}, "pay-1", instance_id=instance_id) == "duplicate"
+    assert service.deliver_message(ADMIN, PAYMENT, {"amount": 80}, "pay-1", instance_id=instance_id) == "duplicate"
