@@ -58,8 +58,13 @@ class FileCommands(WorkflowApplication):
 
     def readable_file(self, actor: Actor, instance_id: UUID, file_id: str) -> dict[str, Any]:
         """The file's record, if ``actor`` may read it: the learner, an admin, or a
-        member of a group that has (or had) a task in this instance."""
-        instance = self.get_instance(instance_id)
+        member of a group that has (or had) a task in this instance. One answer for a
+        missing instance, one the actor may not read and a missing file: the text must not
+        tell a learner that another learner's instance exists."""
+        try:
+            instance = self.get_instance(instance_id)
+        except NotFound:
+            raise NotFound(f"file {file_id} not found") from None
         file = instance.files.get(str(file_id))
         if file is None or not self._may_read_files(actor, instance):
             raise NotFound(f"file {file_id} not found")

@@ -164,6 +164,12 @@ def test_who_may_read_and_upload(client, mounted):
         assert client.get(f"/instances/{instance_id}/files", headers=auth(mounted, *who)).status_code == 404
     unknown_file = f"/instances/{instance_id}/files/00000000-0000-4000-8000-000000000000"
     assert client.get(unknown_file, headers=auth(mounted, *LEARNER)).status_code == 404
+    # Another learner asking for a file of this instance and of no instance gets the same
+    # answer: the text said "instance … not found" for the one that does not exist.
+    nowhere = "/instances/00000000-0000-4000-8000-000000000001/files/00000000-0000-4000-8000-000000000000"
+    there, absent = (client.get(path, headers=auth(mounted, *OTHER_LEARNER)) for path in (unknown_file, nowhere))
+    assert there.status_code == absent.status_code == 404
+    assert there.json()["detail"] == absent.json()["detail"]
     assert client.get(location).status_code == 401
 
     before = on_disk(mounted)
