@@ -126,7 +126,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def group_address_map(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in self.group_addresses if "=" in item)
-        return {group.strip().casefold(): address.strip() for group, address in pairs}
+        from domain.identity import group_key  # the same comparison as everywhere else
+
+        return {group_key(group): address.strip() for group, address in pairs}
 
     def redacted(self) -> dict[str, object]:
         """The settings as a dict with every secret masked, safe to log."""

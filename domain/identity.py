@@ -8,9 +8,15 @@ ADMIN_GROUP = "admin"
 SYSTEM_USER = "system:workflow"
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def group_key(name: str) -> str:
-    """Groups compare case-insensitively: the lane ``Assessor`` is the group ``assessor``."""
-    return name.strip().casefold()
+    """Groups compare without regard to ASCII case or surrounding ASCII spaces: the lane
+    ``Assessor`` is the group ``assessor``. Nothing else is folded: Unicode case folding made
+    ``Aſsessor`` (a long s) and ``assessor`` + a no-break space the group ``assessor``, so
+    whoever may name a group at the identity provider could join another."""
+    return name.strip(" \t\r\n").translate(_ASCII_LOWER)
 
 
 @dataclass(frozen=True)

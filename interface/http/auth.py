@@ -117,8 +117,8 @@ def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
     if isinstance(email, str) and email and address_problem(email):
         raise NotAuthorizedException("the token's email claim is not an address", headers=CHALLENGE)
     groups = claims.get("groups", claims.get("roles", []))
-    if isinstance(groups, str):
-        groups = groups.replace(",", " ").split()
+    if isinstance(groups, str):  # one group: splitting "Course admin" at the space made an admin
+        groups = [groups]
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise NotAuthorizedException("'groups' must be a list of strings", headers=CHALLENGE)
     return Actor(

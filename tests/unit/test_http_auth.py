@@ -30,7 +30,8 @@ def test_hs256_tokens_map_to_actors(tmp_path: Path) -> None:
 
 
 def test_roles_are_groups_too() -> None:
-    assert actor_from_claims(claims(roles="a, b"), "admin").groups == {"a", "b"}
+    assert actor_from_claims(claims(roles=["a", "B"]), "admin").groups == {"a", "b"}
+    assert actor_from_claims(claims(roles="Assessor"), "admin").groups == {"assessor"}
 
 
 @pytest.mark.parametrize("token_claims", [
@@ -148,3 +149,17 @@ def test_refused_tokens_are_not_remembered_and_the_memory_is_bounded(tmp_path: P
     for token in tokens:
         verifier.actor(token)
     assert list(verifier._verified) == tokens[2:]
+
+
+@pytest.mark.parametrize("groups", ["Course admin", "not,admin", ["Course admin"]])
+def test_a_group_name_with_a_space_or_comma_is_one_group(groups: object) -> None:
+    """A groups claim as one string was split at spaces and commas: 'Course admin' was an admin."""
+    actor = actor_from_claims(claims(groups=groups), "admin")
+    assert not actor.is_admin and len(actor.groups) == 1
+
+
+@pytest.mark.parametrize("lookalike", ["Aſsessor", "aſſeſſor", "assessor\u00a0", "ａｓｓｅｓｓｏｒ", "aſsessor"])
+def test_a_lookalike_group_name_is_another_group(lookalike: str) -> None:
+    """Unicode case folding made the long s an s and dropped a no-break space."""
+    assert not actor_from_claims(claims(groups=[lookalike]), "admin").is_member("Assessor")
+    assert actor_from_claims(claims(groups=[" ASSESSOR "]), "admin").is_member("Assessor")
