@@ -162,8 +162,8 @@ class MessageCommands(WorkflowApplication):
         now = self.clock()
         with datastore.transaction(commit=True) as curs:
             curs.execute(q(datastore, f"""UPDATE {{schema}}.{INBOUND} SET status = %s
-                WHERE status = %s AND expires_at <= %s AND delivering_to IS NULL
-                  AND (claimed_until IS NULL OR claimed_until <= %s)"""), (EXPIRED, PENDING, now, now))
+                WHERE status = 'pending' AND expires_at <= %s AND delivering_to IS NULL
+                  AND (claimed_until IS NULL OR claimed_until <= %s)"""), (EXPIRED, now, now))
             # A row left with ``delivering_to`` by a deliverer that died is a candidate even
             # when no instance waits: that instance may have taken it (see _deliver_claimed).
             curs.execute(q(datastore, f"""SELECT m.scope, m.message_id, m.name, m.payload, m.expires_at,
@@ -171,11 +171,11 @@ class MessageCommands(WorkflowApplication):
                 FROM {{schema}}.{INBOUND} m LEFT JOIN {{schema}}.{WAITS} w
                   ON w.name = m.name AND (m.instance_id IS NULL OR m.instance_id = w.instance_id)
                  AND w.correlations @> m.correlation_keys
-                WHERE m.status = %s AND (m.claimed_until IS NULL OR m.claimed_until <= %s)
+                WHERE m.status = 'pending' AND (m.claimed_until IS NULL OR m.claimed_until <= %s)
                   AND (m.not_before IS NULL OR m.not_before <= %s)
                 GROUP BY m.scope, m.message_id
                 HAVING m.delivering_to IS NOT NULL OR count(w.instance_id) > 0
-                ORDER BY m.received_at"""), (PENDING, now, now))
+                ORDER BY m.received_at"""), (now, now))  # the literal matches the partial index
             candidates = curs.fetchall()
         delivered = 0
         for row in candidates:

@@ -92,6 +92,10 @@ _DDL = (
         ADD COLUMN IF NOT EXISTS claim uuid,
         ADD COLUMN IF NOT EXISTS claimed_until timestamptz,
         ADD COLUMN IF NOT EXISTS delivering_to uuid""",
+    # Every scheduler round reads the pending messages: delivered and expired ones, which
+    # only grow, stay out of its way.
+    f"""CREATE INDEX IF NOT EXISTS {INBOUND}_pending ON {{schema}}.{INBOUND} (received_at)
+        WHERE status = 'pending'""",
 )
 
 _ensured: set[tuple[int, str]] = set()
