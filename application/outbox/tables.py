@@ -7,6 +7,7 @@ inbound messages table is the one record of messages that arrived before anyone 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from psycopg import sql
@@ -107,13 +108,44 @@ def q(datastore: Any, statement: str) -> sql.Composed:
 
 
 def ensure_tables(datastore: Any) -> None:
-    """Creates the tables once per process and schema (safe with many replicas at once)."""
+    """Creates the tables once per process and schema (safe with many replicas at once).
+
+    When every table, column and index is there already (every start but the first after
+    an upgrade) nothing is run: ``ALTER TABLE … ADD COLUMN IF NOT EXISTS`` takes the table's
+    ACCESS EXCLUSIVE lock even when the columns exist, so each process start queued behind
+    any long reader of the outbox, and every worker's reads queued behind it."""
     key = (id(datastore), datastore.schema)
     if key in _ensured:
         return
     with datastore.transaction(commit=True) as curs:
-        # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: serialise.
-        curs.execute("SELECT pg_advisory_xact_lock(hashtext('skillbase-workflow-tables'))")
-        for statement in _DDL:
-            curs.execute(q(datastore, statement))
+        if not _complete(curs, datastore.schema):
+            # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: serialise.
+            curs.execute("SELECT pg_advisory_xact_lock(hashtext('skillbase-workflow-tables'))")
+            for statement in _DDL:
+                curs.execute(q(datastore, statement))
     _ensured.add(key)
+
+
+def _expected() -> tuple[set[tuple[str, str]], set[str]]:
+    """The (table, column) pairs the statements add to older tables, every table (by one of
+    its columns) and every index that ``_DDL`` makes."""
+    columns: set[tuple[str, str]] = set()
+    indexes: set[str] = set()
+    for statement in _DDL:
+        if created := re.match(r"CREATE TABLE IF NOT EXISTS \{schema\}\.(\w+) \(\s*(\w+)", statement):
+            columns.add((created[1], created[2]))
+        elif altered := re.match(r"ALTER TABLE \{schema\}\.(\w+)", statement):
+            columns.update((altered[1], column) for column in re.findall(r"ADD COLUMN IF NOT EXISTS (\w+)", statement))
+        elif index := re.match(r"CREATE INDEX IF NOT EXISTS (\w+)", statement):
+            indexes.add(index[1])
+    return columns, indexes
+
+
+def _complete(curs: Any, schema: str) -> bool:
+    columns, indexes = _expected()
+    curs.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
+                 (schema,))
+    found_columns = {(row["table_name"], row["column_name"]) for row in curs.fetchall()}
+    curs.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))
+    found_indexes = {row["indexname"] for row in curs.fetchall()}
+    return columns <= found_columns and indexes <= found_indexes

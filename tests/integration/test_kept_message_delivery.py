@@ -6,6 +6,7 @@ even when one of them dies half way."""
 from __future__ import annotations
 
 import logging
+import threading
 from uuid import UUID
 
 import psycopg
@@ -234,3 +235,22 @@ def test_tables_created_by_an_older_release_get_the_back_off_and_claim_columns(
 
     assert service.get_instance(instance_id).status == COMPLETED
     assert service.message_status("pay-1")["status"] == "delivered"
+
+
+def test_a_process_starting_on_current_tables_takes_no_table_lock(service, schema_database):
+    """ALTER TABLE … ADD COLUMN IF NOT EXISTS locks the table even when nothing is missing:
+    each process start queued behind a long reader of the outbox, and every read behind it."""
+    from application.outbox import tables
+
+    datastore = service.recorder.datastore
+    tables.ensure_tables(datastore)
+    with psycopg.connect(schema_database.conninfo()) as reader:  # a long report, an open transaction
+        reader.execute(f'SELECT count(*) FROM "{schema_database.schema}".{tables.OUTBOX}').fetchone()
+        tables._ensured.discard((id(datastore), datastore.schema))  # as a new process would start
+        starting = threading.Thread(target=tables.ensure_tables, args=(datastore,))
+        starting.start()
+        starting.join(2)
+        waited = starting.is_alive()
+        reader.rollback()  # lets an ALTER that waited through
+        starting.join(10)
+    assert not waited, "a process start waited for the reader's transaction"
