@@ -23,9 +23,10 @@ from psycopg.types.json import Jsonb
 SMALL_BATCH = 64
 
 # A B-tree entry holds at most ~2,700 bytes: a text column in a key or an index keeps at most
-# this many bytes of its value (three such columns and an id still fit in one entry). The
-# service refuses longer ids, groups and lanes (ADR 0005); this is for events stored before.
-INDEXED_TEXT_BYTES = 600
+# this many bytes of its value (no index here has more than two long text columns). Every
+# value the service accepts fits: a user id of 255 characters is at most 1,020 bytes, an id,
+# group or lane of 200 at most 800 (ADR 0005). Cutting is for events stored before that.
+INDEXED_TEXT_BYTES = 1024
 
 
 @dataclass(frozen=True)
