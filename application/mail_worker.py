@@ -184,8 +184,10 @@ class MailWorker:
 
     # -- rounds ------------------------------------------------------------------------------
 
-    def run_once(self) -> int:
-        """One round if this worker is the active one; returns how many emails it sent."""
+    def run_once(self, stop: threading.Event | None = None) -> int:
+        """One round if this worker is the active one; returns how many emails it sent. A set
+        ``stop`` ends the round before the next email: the process is shutting down, and an
+        email sent while its pool closes could not be recorded (it would go again)."""
         if not self.acquire():
             return 0
         self.outbox.catch_up()
@@ -193,6 +195,8 @@ class MailWorker:
             return 0  # no SMTP server configured: emails wait in the outbox
         sent = 0
         for row in self._due_rows():
+            if stop is not None and stop.is_set():
+                break
             if not self._still_leading():
                 break  # another worker may lead now: it sends the rest
             claimed = self._claim(row)
@@ -216,7 +220,7 @@ class MailWorker:
         try:
             while not stop.is_set():
                 try:
-                    self.run_once()
+                    self.run_once(stop)
                 except Exception as error:  # noqa: BLE001 -- a database or network hiccup must not end the worker
                     _log_round_failed(error)
                     self.release()
@@ -286,8 +290,16 @@ class MailWorker:
         except Exception as error:  # noqa: BLE001 -- a poison row: set it aside, go on with the next
             self._failed(row, self._unexpected(row, error))
             return 0
-        recorded = self.service.record_email_sent(instance_id, event_id=event_id, index=index,
-                                                  message_id=row["message_id"])
+        try:
+            recorded = self.service.record_email_sent(instance_id, event_id=event_id, index=index,
+                                                      message_id=row["message_id"])
+        except _INFRASTRUCTURE:
+            raise  # the database is gone: the one resend ADR 0007 allows (same Message-ID)
+        except Exception as error:  # noqa: BLE001 -- SMTP accepted it: sending it again would duplicate it
+            log.error("email %s was sent but its EmailSent could not be recorded (%s); it is not sent again",
+                      row["message_id"], type(error).__name__)
+            self._set(row, status=SENT, last_error=f"sent; recording EmailSent failed: {type(error).__name__}")
+            return 1
         self._set(row, status=SENT)
         if not recorded:  # another worker sent and recorded it meanwhile (a lease that lapsed)
             log.warning("email %s was recorded as sent by another worker meanwhile: sent twice, with one Message-ID",

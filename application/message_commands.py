@@ -23,7 +23,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID, uuid4
 
@@ -144,7 +144,7 @@ class MessageCommands(WorkflowApplication):
             if curs.fetchone() is None:
                 return DUPLICATE
         targets = [instance_id] if instance_id is not None else self._waiting_instances(name, correlation_keys or {})
-        taken, errors = self._deliver_claimed(message, claim, targets, now)
+        taken, errors = self._deliver_claimed(message, claim, targets)
         if errors and not taken:
             raise errors[0]  # kept, and backed off; the caller learns that the delivery failed
         return DELIVERED if taken else KEPT
@@ -180,12 +180,12 @@ class MessageCommands(WorkflowApplication):
         delivered = 0
         for row in candidates:
             message = _Message(row["scope"], row["message_id"], row["name"], row["payload"])
-            claimed = self._claim(message, now)
+            claimed = self._claim(message)
             if claimed is None:  # another deliverer has it, or had it since this round looked
                 continue
             claim, unfinished = claimed
             targets = ([unfinished] if unfinished else []) + ([] if row["expires_at"] <= now else row["waiting"])
-            taken, _errors = self._deliver_claimed(message, claim, targets, now)
+            taken, _errors = self._deliver_claimed(message, claim, targets)
             delivered += taken
         return delivered
 
@@ -227,9 +227,11 @@ class MessageCommands(WorkflowApplication):
     # take it any more looks for others. So no message reaches two instances, and none is
     # lost while its instance could still take it.
 
-    def _claim(self, message: _Message, now: datetime) -> tuple[UUID, UUID | None] | None:
+    def _claim(self, message: _Message) -> tuple[UUID, UUID | None] | None:
         """Claims a pending message that nobody holds and is not backed off: the claim, and
-        the instance a deliverer that died was handing it to (None when there was none)."""
+        the instance a deliverer that died was handing it to (None when there was none). The
+        lease runs from now, not from the start of a round that may have taken minutes."""
+        now = self.clock()
         claim = uuid4()
         datastore = self.recorder.datastore
         with datastore.transaction(commit=True) as curs:
@@ -242,7 +244,7 @@ class MessageCommands(WorkflowApplication):
         return None if row is None else (claim, row["delivering_to"])
 
     def _deliver_claimed(
-        self, message: _Message, claim: UUID, targets: list[UUID], now: datetime
+        self, message: _Message, claim: UUID, targets: list[UUID]
     ) -> tuple[bool, list[Exception]]:
         """Offers a claimed message to each target in turn until one takes it; releases the
         claim, backing the message off when a target raised. Returns whether it was taken,
@@ -267,7 +269,7 @@ class MessageCommands(WorkflowApplication):
                 self._record_delivery(message, target)
                 return True, errors
         if errors:
-            self._back_off(message, claim, now)
+            self._back_off(message, claim)
         else:
             self._update_claimed(message, claim, "claim = NULL, claimed_until = NULL, delivering_to = NULL", ())
         return False, errors
@@ -281,9 +283,10 @@ class MessageCommands(WorkflowApplication):
                          (*values, message.scope, message.message_id, claim, PENDING))
             return curs.rowcount == 1
 
-    def _back_off(self, message: _Message, claim: UUID, now: datetime) -> None:
-        """Sets a message aside after a failed delivery, longer after each (up to an hour),
-        and releases it."""
+    def _back_off(self, message: _Message, claim: UUID) -> None:
+        """Sets a message aside after a failed delivery, longer after each (up to an hour,
+        counted from now), and releases it."""
+        now = self.clock()
         datastore = self.recorder.datastore
         with datastore.transaction(commit=True) as curs:
             curs.execute(q(datastore, f"SELECT failures FROM {{schema}}.{INBOUND} "

@@ -316,3 +316,49 @@ def test_a_server_that_never_answers_ends_the_round_after_one_email(service, mai
     assert attempts == [0, 0, 0, 1], attempts  # one tried, the others left for the next round
     worker.sender.host, worker.sender.port, worker.sender.timeout = smtp_server.host, smtp_server.port, 30.0
     assert worker.run_once() == 3  # the one that failed waits for its retry time
+
+
+def test_a_stopping_worker_sends_no_further_email_and_gives_its_claims_up(service, mail_settings, worker,
+                                                                          smtp_server):
+    """A stop waited for the whole round (up to 50 emails); the app then closed the pool under
+    it, so an accepted email could not be recorded and went again after its lease."""
+    import threading
+
+    for _ in range(2):
+        run_process(service, mail_settings, 85)  # four emails due
+    stop = threading.Event()
+    real_send = worker.sender.send
+
+    async def send_then_stop(email, date):
+        await real_send(email, date)
+        stop.set()  # the process is asked to stop while the first email goes
+
+    worker.sender.send = send_then_stop
+    worker.run_until(stop, poll_seconds=0.01)
+    assert len(smtp_server.wait_for(1)) == 1
+    rows = worker.rows()
+    assert sorted(row["status"] for row in rows) == ["pending", "pending", "pending", "sent"]
+    assert all(row["claimed_by"] is None for row in rows)
+
+
+def test_an_email_whose_record_fails_after_smtp_accepted_it_is_not_sent_again(service, mail_settings, worker,
+                                                                              smtp_server, clock, monkeypatch):
+    """The round failed, gave the claim up, and the next round sent the email a second time."""
+    from domain.errors import Conflict
+
+    run_process(service, mail_settings, 85)  # two emails due
+    real_record, failures = service.record_email_sent, []
+
+    def busy_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise Conflict("someone else changed this at the same moment: reload and retry")
+        return real_record(*args, **kwargs)
+
+    monkeypatch.setattr(service, "record_email_sent", busy_once)
+    worker.run_once()
+    clock.advance(minutes=10)
+    worker.run_once()
+    received = smtp_server.wait_for(2)
+    assert len(received) == len({r.message["Message-ID"] for r in received}) == 2
+    assert {row["status"] for row in worker.rows()} == {"sent"}

@@ -254,3 +254,29 @@ def test_a_process_starting_on_current_tables_takes_no_table_lock(service, schem
         reader.rollback()  # lets an ALTER that waited through
         starting.join(10)
     assert not waited, "a process start waited for the reader's transaction"
+
+
+def test_a_message_claimed_late_in_a_long_round_keeps_its_whole_lease(
+        service, replica, credential_id, clock, monkeypatch):
+    """Leases ran from the round's start: a message claimed six minutes into a round had a
+    lease already over, and another replica could claim it while it was being delivered."""
+    lins = service.start_instance(LIN, credential_id)
+    sams = service.start_instance(SAM, credential_id)
+    service.deliver_message(ADMIN, PAYMENT, {"amount": 1}, "pay-lin", instance_id=lins)
+    clock.advance(seconds=1)
+    service.deliver_message(ADMIN, PAYMENT, {"amount": 2}, "pay-sam", instance_id=sams)
+    for learner, instance_id in ((LIN, lins), (SAM, sams)):
+        confirm(service, learner, instance_id)
+    real_deliver, others_claims = service._deliver_to, []
+
+    def slow_then_watched(instance_id, message_id, name, payload):
+        if message_id == "pay-lin":
+            clock.advance(minutes=6)  # the first delivery takes six minutes
+        else:  # meanwhile another replica's round looks at the message this round now delivers
+            others_claims.append(replica.deliver_kept_messages())
+        return real_deliver(instance_id, message_id, name, payload)
+
+    monkeypatch.setattr(service, "_deliver_to", slow_then_watched)
+    assert Scheduler(service).run_once() >= 2
+    assert others_claims == [0]  # it found the message held
+    assert takers(service, "pay-sam", lins, sams) == [sams]
