@@ -19,6 +19,7 @@ import multiprocessing
 import statistics
 import sys
 import tempfile
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -333,6 +334,7 @@ def main() -> int:
         with psycopg.connect(database_of(make_settings("x", broker, "x", "x")).conninfo(), autocommit=True) as c:
             for schema in schemas:
                 c.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+        shutil.rmtree(workdir, ignore_errors=True)  # the broker's log and the runs' data directories
     return 0
 
 
