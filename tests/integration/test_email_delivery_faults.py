@@ -284,7 +284,7 @@ def test_a_failed_round_logs_the_error_type_never_its_text(service, mail_setting
 
     learner_data = '{"note": "secret note'
 
-    def round_that_fails() -> int:
+    def round_that_fails(_stop: object = None) -> int:
         stop.set()
         raise psycopg.errors.DataError(f"invalid input syntax for type json\nCONTEXT:  JSON data, line 1: {learner_data}")
 

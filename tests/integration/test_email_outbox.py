@@ -147,7 +147,7 @@ def test_a_new_worker_after_a_crash_between_smtp_and_recording_resends_with_the_
     instance_id = run_process(service, mail_settings, 85)
     crashing = MailWorker(service, mail_settings)
     crashing.service = _Crashing(service)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(_ProcessDied):
         crashing.run_once()
     crashing._lock_connection.close()  # the process died: its session and lock are gone, its claim stays
 
@@ -247,6 +247,10 @@ def test_without_smtp_emails_wait_in_the_outbox(service, settings, smtp_server):
     assert smtp_server.messages == []
 
 
+class _ProcessDied(BaseException):
+    """Stands for the process ending: no handler of the worker runs (it would not, killed)."""
+
+
 class _Crashing:
     """The service as the worker sees it, dying right after the SMTP server said 250."""
 
@@ -257,7 +261,7 @@ class _Crashing:
         return getattr(self._service, name)
 
     def record_email_sent(self, *args: Any, **kwargs: Any) -> bool:
-        raise RuntimeError("killed after SMTP accepted the email")
+        raise _ProcessDied("killed after SMTP accepted the email")
 
 
 def _lease_lapses(service: WorkflowService) -> None:
