@@ -17,9 +17,12 @@ sending one email (a bug, a value no one foresaw) is logged without its message 
 hold addresses) and handled as a permanent failure: an incident, and the row is not
 retried until an admin retries the incident. (An incident the instance cannot record
 leaves the row pending, tried again hourly, rather than set aside with nothing for an admin
-to see.) Only losing the database ends a round early
-(``_INFRASTRUCTURE``), and so does a failure to record ``EmailSent`` after the SMTP server
-accepted the email: the next round resends it with the same ``Message-ID`` (see below).
+to see.) Only losing the database ends a round early (``_INFRASTRUCTURE``), also when it is
+lost while recording ``EmailSent`` after the SMTP server accepted the email: that email goes
+again with the same ``Message-ID`` (see below). Any other failure to record it marks the row
+sent and is logged: the email is not sent twice, and the instance's history lacks that one
+``EmailSent``. A round also ends before the next email when the worker is asked to stop, or
+when no SMTP server answered (the next round tries the next email).
 
 Claims: before sending an email the worker claims it in one ``UPDATE`` (``claimed_by``, and
 a lease ``claimed_until``, ``CLAIM_LEASE``), which succeeds only while the email is pending
