@@ -131,6 +131,10 @@ class MailWorker:
         self.groups = settings.group_address_map()
         self.batch_size = batch_size
         self.claim_lease = claim_lease
+        if self.sender is not None and self.sender.total_timeout >= claim_lease.total_seconds():
+            # An email still being sent when its claim lapses would be sent again beside it.
+            raise ValueError(f"an email may take {self.sender.total_timeout:g} s to send: "
+                             f"the claim lease ({claim_lease}) must be longer")
         self.worker_id = uuid4()  # whose claim an outbox row holds
         self._lock_connection: psycopg.Connection[Any] | None = None
 

@@ -438,3 +438,50 @@ def test_an_incident_that_cannot_be_recorded_leaves_the_email_to_be_tried_again(
     (incident,) = service.get_instance(instance_id).open_incidents
     assert incident["kind"] == "email"
     assert {row["status"] for row in worker.rows()} == {"sent", "incident"}
+
+
+# -- 7. internationalised addresses -------------------------------------------------------------
+
+
+def test_an_address_with_a_non_ascii_domain_is_sent_to_its_ascii_form(service, mail_settings, worker, smtp_server):
+    # The test server, like many, does not offer SMTPUTF8; a domain has an ASCII form (IDNA).
+    instance_id = run_process(service, mail_settings, 85, learner=Actor.of("learner-lin", email="lin@bücher.example"))
+
+    assert worker.run_once() == 2
+    assert sorted(r.rcpt_tos for r in smtp_server.wait_for(2)) == sorted([(ASSESSORS,), ("lin@xn--bcher-kva.example",)])
+    assert service.get_instance(instance_id).open_incidents == []
+
+
+def test_a_non_ascii_local_part_a_server_without_smtputf8_cannot_take_is_an_incident_at_once(
+        service, mail_settings, worker, smtp_server):
+    instance_id = run_process(service, mail_settings, 85, learner=Actor.of("learner-jorg", email="jörg@example.org"))
+
+    assert worker.run_once() == 1  # the assessors' email
+    (incident,) = service.get_instance(instance_id).open_incidents
+    assert "SMTPUTF8" in incident["reason"]
+    assert "jörg" not in incident["reason"]
+    assert [row["status"] for row in worker.rows() if row["status"] == "pending"] == []
+
+
+def test_a_non_ascii_local_part_goes_to_a_server_that_offers_smtputf8(service, mail_settings, worker, smtp_server):
+    smtp_server.stop()
+    smtp_server.smtputf8 = True
+    smtp_server.start()
+    run_process(service, mail_settings, 85, learner=Actor.of("learner-jorg", email="jörg@bücher.example"))
+
+    assert worker.run_once() == 2
+    assert sorted(r.rcpt_tos for r in smtp_server.wait_for(2)) == sorted([(ASSESSORS,), ("jörg@xn--bcher-kva.example",)])
+
+
+# -- 8. one email outlasting its claim ------------------------------------------------------------
+
+
+def test_a_worker_refuses_a_claim_lease_that_one_email_could_outlast(service, mail_settings):
+    from datetime import timedelta
+
+    from application.mail import SmtpSender
+
+    slow = SmtpSender("127.0.0.1", 25, total_timeout=300.0)
+    with pytest.raises(ValueError, match="claim lease"):
+        MailWorker(service, mail_settings, sender=slow, claim_lease=timedelta(minutes=5))
+    assert MailWorker(service, mail_settings, sender=slow, claim_lease=timedelta(minutes=6)).claim_lease

@@ -145,3 +145,50 @@ def test_the_password_stays_out_of_repr_and_failure_reasons(smtp_server):
 
     assert "hunter2-secret" not in repr(sender)
     assert "hunter2-secret" not in raised.value.reason
+
+
+def test_a_server_that_answers_each_command_just_in_time_is_cut_off_at_the_total_limit():
+    """A tarpit: every reply comes within the per-command timeout, the email as a whole would
+    take longer than the worker's claim on it (another worker would then send it too)."""
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    def tarpit(listener: socket.socket) -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.sendall(b"220 slow.example ESMTP\r\n")
+            connection.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    data = connection.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                time.sleep(0.4)  # under the 0.5 s a command may take: ~2.5 s for the whole email
+                reply = b"354 go on\r\n" if data.upper().startswith(b"DATA") else b"250 ok\r\n"
+                if data.upper().startswith(b"EHLO"):
+                    reply = b"250-slow.example\r\n250 8BITMIME\r\n"
+                connection.sendall(reply)
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        host, port = listener.getsockname()
+        serving = threading.Thread(target=tarpit, args=(listener,), daemon=True)
+        serving.start()
+        sender = SmtpSender(host, port, "", "", False, "no-reply@skillbase.invalid", timeout=0.5, total_timeout=1.0)
+        started = time.monotonic()
+        try:
+            with pytest.raises(MailDeliveryFailed) as raised:
+                send(sender, outgoing("ada@example.org"))
+            took = time.monotonic() - started
+        finally:
+            stop.set()
+            serving.join(5)
+
+    assert took < 2.0
+    assert raised.value.permanent is False and raised.value.unreachable
+    assert "1 s" in raised.value.reason

@@ -104,3 +104,23 @@ def test_a_named_address_is_for_what_admins_write_not_for_a_learner():
         resolve({"template": "t", "to": "learner"}, learner_email="Lin <lin@example.org>")
     assert resolve({"template": "t", "to": "learner"}, learner_email='"jean.smith"@example.org') == (
         '"jean.smith"@example.org',)
+
+
+@pytest.mark.parametrize("address", ["lin@bü--cher.example", "lin@☃.example"])
+def test_a_domain_with_no_ascii_form_is_refused_for_good(address):
+    with pytest.raises(MailDeliveryFailed) as refused:
+        resolve({"template": "t", "to": "learner"}, learner_email=address)
+    assert refused.value.permanent and "lin" not in refused.value.reason
+
+
+@pytest.mark.parametrize(("address", "sent"), [
+    ("lin@bücher.example", "lin@xn--bcher-kva.example"),
+    ("Ops <ops@bücher.example>", "Ops <ops@xn--bcher-kva.example>"),
+    ("jörg@example.org", "jörg@example.org"),  # a local part has no ASCII form: SMTPUTF8 or nothing
+    ("Lin@Example.ORG", "Lin@Example.ORG"),
+])
+def test_an_address_is_sent_with_its_domain_in_ascii(address, sent):
+    from application.mail.sender import ascii_domain
+
+    assert resolve({"template": "t", "to": address}, literal_allowed=True) == (address,)
+    assert ascii_domain(address) == sent
