@@ -128,6 +128,9 @@ class WorkflowTask(Aggregate):
         self.kind = kind
         self.candidate_group = candidate_group
         self.assignee = assignee
+        # Who made the last claim, unclaim or reassignment: a keyed retry is answered as its
+        # first attempt's success only when that attempt was this user's (interface/http).
+        self.assignment_by: str | None = None
         self.form = form
         self.documentation = documentation
         self.due_at = due_at
@@ -178,6 +181,10 @@ class WorkflowTask(Aggregate):
         if self.is_learner_task:
             raise NotAllowed("this task belongs to the learner and cannot be handed back")
         if self.assignee is None:
+            # Already back with its group: nothing to do, for those who may take it or hand
+            # it back (a repeated unclaim); anyone else is refused as for a claimed task.
+            if not (actor.is_admin or actor.is_member(self.candidate_group)):
+                raise NotAllowed("only the assignee or an admin can hand this task back")
             return
         if self.assignee != actor.user_id and not actor.is_admin:
             raise NotAllowed("only the assignee or an admin can hand this task back")
@@ -248,14 +255,17 @@ class WorkflowTask(Aggregate):
     @event(Claimed)
     def _claimed(self, by: str) -> None:
         self.assignee = by
+        self.assignment_by = by
 
     @event(Unclaimed)
     def _unclaimed(self, by: str) -> None:
         self.assignee = None
+        self.assignment_by = by
 
     @event(Reassigned)
     def _reassigned(self, by: str, assignee: str) -> None:
         self.assignee = assignee
+        self.assignment_by = by
 
     # A mutator runs before eventsourcing sets ``modified_on`` to the event's time, so
     # "when it happened" is read from the event itself: ``timestamp`` is passed in from

@@ -200,3 +200,84 @@ def test_keys_of_users_whose_ids_hold_slashes_name_different_instances(
                              headers={**auth(settings, "org/alice"), "Idempotency-Key": "K"})
     assert first.status_code == second.status_code == 201, second.text
     assert first.json()["id"] != second.json()["id"]
+
+
+# -- admin commands and who may be answered with an earlier effect (review, 2026-11-27) --------
+
+SKILL = "4a1d9e3c-2f6b-4c8a-b0d7-6e5f3a2c1b90"
+
+
+def second_bundle() -> dict[str, str]:
+    from application.engine.builtin_templates import load_template
+
+    files = {name: data.decode() for name, data in load_template("credential-assessment").items()}
+    files["assess-evidence.schema.json"] += "\n"
+    return files
+
+
+@pytest.mark.parametrize("command", ["upload", "deploy", "retire", "activate"])
+def test_an_admin_command_whose_answer_was_lost_is_answered_as_done_despite_its_if_match(
+    app: Any, settings: Any, schema_database: Any, command: str
+) -> None:
+    """The retry names the version its first attempt moved on from: its effect is answered
+    with the first attempt's status, not 412."""
+    load_example_catalog(app)
+    admin = auth(settings, "admin-al", ["admin"])
+    with api_client(settings, app, schema_database) as client:
+        if command == "deploy":
+            assert client.post(f"/definitions/{CREDENTIAL}/versions", json={"files": second_bundle()},
+                               headers=admin).status_code == 201
+        if command == "activate":
+            assert client.post(f"/deployments/{SKILL}/retire", headers=admin).status_code == 200
+        entity = f"/definitions/{CREDENTIAL}" if command == "upload" else f"/deployments/{SKILL}"
+        keyed = {**admin, "If-Match": client.get(entity, headers=admin).headers["etag"], "Idempotency-Key": command}
+        path, body = {
+            "upload": (f"/definitions/{CREDENTIAL}/versions", {"files": second_bundle()}),
+            "deploy": (f"/definitions/{CREDENTIAL}/versions/2/deploy", None),
+            "retire": (f"/deployments/{SKILL}/retire", None),
+            "activate": (f"/deployments/{SKILL}/activate", None),
+        }[command]
+        first = client.post(path, json=body, headers=keyed)
+        forget_responses(schema_database)  # the process died between the events' commit and the answer's
+        retry = client.post(path, json=body, headers=keyed)
+    assert first.status_code == (201 if command == "upload" else 200), first.text
+    assert (retry.status_code, retry.json()) == (first.status_code, first.json()), retry.text
+
+
+def test_a_keyed_upload_whose_answer_was_lost_keeps_its_201(app: Any, settings: Any, schema_database: Any) -> None:
+    load_example_catalog(app)
+    admin = {**auth(settings, "admin-al", ["admin"]), "Idempotency-Key": "upload-again"}
+    with api_client(settings, app, schema_database) as client:
+        first = client.post(f"/definitions/{CREDENTIAL}/versions", json={"files": second_bundle()}, headers=admin)
+        forget_responses(schema_database)
+        retry = client.post(f"/definitions/{CREDENTIAL}/versions", json={"files": second_bundle()}, headers=admin)
+        unkeyed = client.post(f"/definitions/{CREDENTIAL}/versions", json={"files": second_bundle()},
+                              headers=auth(settings, "admin-al", ["admin"]))
+    assert (retry.status_code, retry.json()) == (first.status_code, first.json()) == (201, first.json())
+    assert retry.headers["location"] == first.headers["location"]
+    assert unkeyed.status_code == 200  # the same bundle again, not a retry: it already is version 2
+
+
+def test_a_stale_if_match_with_a_fresh_key_never_answers_someone_who_may_not_run_the_command(
+    app: Any, settings: Any, schema_database: Any
+) -> None:
+    """An earlier effect is answered only when this user made it: an assessor may not reassign
+    (not even to themselves), a learner may not hand back a group task."""
+    load_example_catalog(app)
+    learner, assessor = auth(settings, *LEARNER), auth(settings, *ASSESSOR)
+    with api_client(settings, app, schema_database) as client:
+        _instance, assess = to_assessment(client, app, settings, learner)
+        stale = client.get(f"/tasks/{assess}", headers=assessor).headers["etag"]
+        assert client.post(f"/tasks/{assess}/claim", headers=assessor).status_code == 200
+        reassign = client.post(f"/tasks/{assess}/reassign", json={"assignee": ASSESSOR[0]},
+                               headers={**assessor, "If-Match": stale, "Idempotency-Key": "never-used-1"})
+        assert client.post(f"/tasks/{assess}/unclaim", headers=assessor).status_code == 200
+        unclaim = client.post(f"/tasks/{assess}/unclaim",
+                              headers={**learner, "If-Match": stale, "Idempotency-Key": "never-used-2"})
+        plain_unclaim = client.post(f"/tasks/{assess}/unclaim", headers=learner)
+        own_retry = client.post(f"/tasks/{assess}/unclaim",
+                                headers={**assessor, "If-Match": stale, "Idempotency-Key": "never-used-3"})
+    assert reassign.status_code == 403, reassign.text
+    assert unclaim.status_code == 412, unclaim.text
+    assert plain_unclaim.status_code == 403, plain_unclaim.text
+    assert own_retry.status_code == 200, own_retry.text  # the assessor's own hand-back

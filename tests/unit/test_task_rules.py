@@ -330,3 +330,24 @@ def test_a_learner_cannot_complete_a_group_task_of_their_own_instance_even_if_as
     task._reassigned(by="root", assignee="ada")  # as an old store might hold it
     with pytest.raises(NotAllowed, match="own instance"):
         task.check_can_complete(Actor.of("ada", "assessor"))
+
+
+def test_unclaiming_an_unclaimed_task_is_nothing_for_its_group_and_refused_to_others() -> None:
+    task = make_task()
+    task.unclaim(ADA)  # already with the group: nothing happens
+    task.unclaim(ADMIN)
+    assert [type(e).__name__ for e in new_events(task)] == ["Created"]
+    for outsider in (LEARNER, OUTSIDER):
+        with pytest.raises(NotAllowed):
+            task.unclaim(outsider)
+
+
+def test_a_task_remembers_who_last_changed_its_assignee() -> None:
+    task = make_task()
+    assert task.assignment_by is None
+    task.claim(ADA)
+    assert task.assignment_by == ADA.user_id
+    task.unclaim(ADMIN)
+    assert task.assignment_by == ADMIN.user_id
+    task.reassign(ADMIN, BEN.user_id)
+    assert (task.assignee, task.assignment_by) == (BEN.user_id, ADMIN.user_id)

@@ -10,6 +10,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi import ResponseSpec
 
+from application.engine.bundle import bundle_sha256
 from domain.errors import NotAllowed, Unavailable
 from domain.identity import Actor
 from interface.http import schemas, views
@@ -76,19 +77,29 @@ class DefinitionController(Controller):
         actor, service = request.user, services.service
         require_admin(actor, "upload definitions")
 
-        def decide(_key: str | None) -> Outcome:
+        files = {name: text.encode() for name, text in data.files.items()}
+
+        def answer(definition: Any, number: int, added: bool) -> Outcome:
+            return Outcome(views.definition_version(definition, definition.get_version(number)),
+                           201 if added else 200, views.etag(definition),
+                           f"/definitions/{credential_id}/versions/{number}")
+
+        def decide(key: str | None) -> Outcome:
             before = service.get_definition(credential_id).latest_version
-            files = {name: text.encode() for name, text in data.files.items()}
             number = service.upload_definition_version(actor, credential_id, files)
             definition = service.get_definition(credential_id)
-            return Outcome(
-                views.definition_version(definition, definition.get_version(number)),
-                201 if number > before else 200, views.etag(definition),
-                f"/definitions/{credential_id}/versions/{number}",
-            )
+            return answer(definition, number, number > before or (key is not None and _added_last(definition, number, actor)))
+
+        def recover(_key: str | None) -> Outcome | None:
+            # The version moved on past the If-Match: this very bundle may be what moved it.
+            definition = service.get_definition(credential_id)
+            version = definition.find_version_by_sha256(bundle_sha256(files))
+            if version is None:
+                return None
+            return answer(definition, version.number, _added_last(definition, version.number, actor))
 
         return await run_command(request, services, "upload_definition_version", decide, payload=data,
-                                 entity_of=lambda: service.get_definition(credential_id))
+                                 entity_of=lambda: service.get_definition(credential_id), recover=recover)
 
     @post("/{credential_id:str}/versions/{number:int}/deploy", status_code=200,
           responses=errors(*COMMAND_ERRORS), summary="Deploy a version")
@@ -106,7 +117,21 @@ class DefinitionController(Controller):
             deployment = service.get_deployment(service.get_definition(credential_id).skill_id)
             return Outcome(views.deployment(deployment), 200, views.etag(deployment))
 
+        def recover(_key: str | None) -> Outcome | None:
+            definition = service.get_definition(credential_id)
+            deployment = service.get_deployment(definition.skill_id)
+            pin = deployment.pins.get(credential_id)
+            if deployment.deleted or pin is None or (pin["definition_id"], pin["version"]) != (definition.id, number):
+                return None
+            return Outcome(views.deployment(deployment), 200, views.etag(deployment))
+
         return await run_command(
-            request, services, "deploy_definition_version", decide,
+            request, services, "deploy_definition_version", decide, recover=recover,
             entity_of=lambda: service.get_deployment(service.get_definition(credential_id).skill_id),
         )
+
+
+def _added_last(definition: Any, number: int, actor: Actor) -> bool:
+    """Whether version ``number`` is the definition's latest and this user added it: what a
+    keyed upload's first attempt answered 201 for, when its answer was lost (ADR 0006)."""
+    return number == definition.latest_version and definition.get_version(number).added_by == actor.user_id

@@ -74,5 +74,11 @@ async def _set_status(
         deployment = service.get_deployment(skill_id)
         return Outcome(views.deployment(deployment), 200, views.etag(deployment))
 
+    def recover(_key: str | None) -> Outcome | None:
+        deployment = service.get_deployment(skill_id)
+        if deployment.deleted or deployment.status != status:
+            return None
+        return Outcome(views.deployment(deployment), 200, views.etag(deployment))
+
     return await run_command(request, services, f"{'activate' if status == ACTIVE else 'retire'}_deployment",
-                             decide, entity_of=lambda: service.get_deployment(skill_id))
+                             decide, entity_of=lambda: service.get_deployment(skill_id), recover=recover)

@@ -16,6 +16,7 @@ from domain.identity import Actor
 from domain.task import COMPLETED, OPEN, WorkflowTask
 from interface.http import schemas, views
 from interface.http.commands import Outcome, run_command
+from interface.http.controllers.definitions import require_admin
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
 from interface.http.pagination import Limit, WaitFor
 from interface.http.services import Services
@@ -94,6 +95,7 @@ class TaskController(Controller):
         data: JSONBody[schemas.ReassignTask], idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
     ) -> Response[schemas.Task]:
         """An admin gives the task to another user."""
+        require_admin(request.user, "reassign a task")  # before If-Match: a 403 is not a 412
         return await self._act(request, services, task_id, "reassign_task",
                                lambda: services.service.reassign_task(request.user, task_id, data.assignee),
                                payload=data, recover=_recover_when(services, request.user, task_id,
@@ -137,10 +139,14 @@ class TaskController(Controller):
 
 def _recover_when(services: Services, actor: Actor, task_id: UUID, holds: Callable[[Any], bool]) -> Any:
     """A keyed retry's answer when the open task already is as the command would leave it
-    (its first attempt saved, and lost its answer): the task as it is; None otherwise."""
+    and this user made that last change (its first attempt saved, and lost its answer): the
+    task as it is; None otherwise. Without the second condition a user who may not run the
+    command (an assessor reassigning, a learner handing back) was answered 200 for the state
+    someone else left."""
     def recover(_key: str | None) -> Outcome | None:
         task = services.service.visible_task(actor, task_id)
-        return _outcome(task) if task.status == OPEN and holds(task) else None
+        mine = task.assignment_by == actor.user_id
+        return _outcome(task) if task.status == OPEN and mine and holds(task) else None
 
     return recover
 
