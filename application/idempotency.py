@@ -6,6 +6,10 @@ stays open until the response is stored, so a concurrent duplicate waits on the 
 and then replays the stored response instead of running the command a second time. A
 command that fails rolls the row back: nothing happened, so the key stays unused.
 
+A duplicate waits for the first attempt at most ``IN_PROGRESS_WAIT``, then gets
+``KeyInProgress`` (409, retry shortly): each waiting duplicate holds one of the API's
+command threads, and a client retrying a slow command used to take every one of them.
+
 The command's own events commit in eventsourcing's transaction, just before this one. If
 the process dies between the two commits the row is gone and a retry runs the command
 again; commands are written to make that retry harmless (the instance id of a start is
@@ -27,6 +31,7 @@ from psycopg_pool import ConnectionPool
 
 TABLE = "http_idempotency"
 KEEP = timedelta(days=7)
+IN_PROGRESS_WAIT = "1s"  # PostgreSQL's lock_timeout while a duplicate waits for the first attempt
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,10 @@ class StoredResponse:
 
 class KeyReused(Exception):
     """The key was used before with a different request."""
+
+
+class KeyInProgress(Exception):
+    """A request with this key is still running: its answer is not known yet."""
 
 
 @dataclass
@@ -95,13 +104,18 @@ class IdempotencyStore:
         """Replays the stored response of (user, key), or holds the key while the caller
         runs the command. Raises ``KeyReused`` when the key came with another request."""
         with self._pool.connection() as connection, connection.transaction():
-            inserted = connection.execute(
-                sql.SQL(
-                    "INSERT INTO {} (user_id, key, fingerprint) VALUES (%s, %s, %s)"
-                    " ON CONFLICT DO NOTHING RETURNING 1"
-                ).format(self._table),
-                (user_id, key, fingerprint),
-            ).fetchone()
+            # Only this transaction's statements: the insert below, and the update of the row it holds.
+            connection.execute(f"SET LOCAL lock_timeout = '{IN_PROGRESS_WAIT}'")
+            try:
+                inserted = connection.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (user_id, key, fingerprint) VALUES (%s, %s, %s)"
+                        " ON CONFLICT DO NOTHING RETURNING 1"
+                    ).format(self._table),
+                    (user_id, key, fingerprint),
+                ).fetchone()
+            except psycopg.errors.LockNotAvailable:
+                raise KeyInProgress(key) from None
             if inserted is None:
                 yield Slot(replay=self._stored(connection, user_id, key, fingerprint))
                 return

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 
-from application.idempotency import KeyReused
+from application.idempotency import KeyInProgress, KeyReused
 from domain.errors import Conflict, InvalidInput, Problem, WorkflowError
 from interface.http.problems import PreconditionFailed
 from interface.http.services import Services
@@ -99,6 +99,10 @@ async def run_command(
 
     try:
         status, headers, body, result = await services.run(execute)
+    except KeyInProgress:
+        services.metrics.commands.labels(name, "key_in_progress").inc()
+        # What a twin file upload gets too (docs/api.md): the first attempt's answer is not known yet.
+        raise Conflict("a request with this Idempotency-Key is still being handled: retry shortly") from None
     except KeyReused:
         services.metrics.commands.labels(name, "key_reused").inc()
         raise InvalidInput(
@@ -129,11 +133,16 @@ def _decide(
     except (Conflict, PreconditionFailed):
         # A retry whose first attempt saved its effect and lost its answer meets the entity
         # moved on: a Conflict, or a 412 for the version it named. Its effect is answered.
+        service.expect_versions({})
         recovered = recover(key) if recover is not None and key is not None else None
         if recovered is None:
             raise
         # Nothing is saved now: the log's head lies at or after the first attempt's events.
         return replace(recovered, position=service.recorder.max_notification_id())
+    finally:
+        # The expectation is this command's: left on the worker thread, a later save there
+        # that never came through here (a file upload) was refused against it.
+        service.expect_versions({})
 
 
 def check_if_match(header: str, version: int) -> bool:

@@ -20,7 +20,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from domain import errors
 
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
 _NO_NUL_MESSAGE = re.compile(r"matching regex '\^\[\^\\+x00\]\*\$'")
 
 log = logging.getLogger("skillbase.workflow.http")
@@ -135,7 +135,7 @@ def _validation(request: Request, error: ValidationException) -> Response[Proble
     body_errors = [e for e in extra if isinstance(e, dict) and e.get("source") == "body"]
     if body_errors:
         fields = [
-            _unknown_field_at_its_path(FieldProblem(
+            _field_at_its_path(FieldProblem(
                 body_path if body_path and len(body_errors) == 1 else _json_path(e.get("key")), _message(e)))
             for e in body_errors
         ]
@@ -147,10 +147,10 @@ def _validation(request: Request, error: ValidationException) -> Response[Proble
     return problem(request, 400, "the request parameters are not valid", field_errors=fields or None)
 
 
-def _unknown_field_at_its_path(field: FieldProblem) -> FieldProblem:
-    """msgspec names an unknown field at the object that holds it (``$``): the client's
-    mistake is the field itself (``$.colour``)."""
-    found = _UNKNOWN_FIELD.search(field.message)
+def _field_at_its_path(field: FieldProblem) -> FieldProblem:
+    """msgspec names an unknown or a missing field at the object that holds (or lacks) it
+    (``$``): the client's mistake is the field itself (``$.colour``, ``$.reason``)."""
+    found = _NAMED_FIELD.search(field.message)
     if found is None or field.path.endswith(f".{found.group(1)}"):
         return field
     return FieldProblem(f"{field.path}.{found.group(1)}", field.message, field.element, field.line)

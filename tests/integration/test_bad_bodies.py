@@ -106,3 +106,18 @@ def test_an_id_in_capitals_replays_the_same_keyed_command(client: Any, settings:
     again = client.post(f"/instances/{started.upper()}/cancel", json={"reason": "wrong one"}, headers=keyed)
     assert first.status_code == again.status_code == 200, again.text
     assert again.headers["idempotent-replayed"] == "true"
+
+
+def test_a_missing_body_field_is_reported_at_its_own_path(app: Any, settings: Any, schema_database: Any) -> None:
+    from interface.examples import load_example_catalog
+    from interface.http.testing import LEARNER, api_client, auth
+
+    load_example_catalog(app)
+    learner = auth(settings, *LEARNER)
+    with api_client(settings, app, schema_database) as client:
+        instance = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
+                               headers=learner).json()["id"]
+        missing_reason = client.post(f"/instances/{instance}/cancel", json={}, headers=learner)
+        missing_credential = client.post("/instances", json={}, headers=learner)
+    assert [(r.status_code, [e["path"] for e in r.json()["errors"]]) for r in (missing_reason, missing_credential)] == [
+        (422, ["$.reason"]), (422, ["$.credential_id"])]

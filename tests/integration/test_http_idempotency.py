@@ -244,18 +244,24 @@ def test_an_admin_command_whose_answer_was_lost_is_answered_as_done_despite_its_
     assert (retry.status_code, retry.json()) == (first.status_code, first.json()), retry.text
 
 
-def test_a_keyed_upload_whose_answer_was_lost_keeps_its_201(app: Any, settings: Any, schema_database: Any) -> None:
+def test_an_upload_of_a_bundle_that_already_is_a_version_answers_200_whatever_its_key(
+    app: Any, settings: Any, schema_database: Any
+) -> None:
+    """201 only when this request added the version. A keyed retry whose first answer was lost
+    (without If-Match) cannot tell its own version from an earlier request's: it answers
+    that version with 200 (ADR 0006 amendment)."""
     load_example_catalog(app)
-    admin = {**auth(settings, "admin-al", ["admin"]), "Idempotency-Key": "upload-again"}
+    admin = auth(settings, "admin-al", ["admin"])
+    path = f"/definitions/{CREDENTIAL}/versions"
     with api_client(settings, app, schema_database) as client:
-        first = client.post(f"/definitions/{CREDENTIAL}/versions", json={"files": second_bundle()}, headers=admin)
+        first = client.post(path, json={"files": second_bundle()}, headers={**admin, "Idempotency-Key": "up-1"})
         forget_responses(schema_database)
-        retry = client.post(f"/definitions/{CREDENTIAL}/versions", json={"files": second_bundle()}, headers=admin)
-        unkeyed = client.post(f"/definitions/{CREDENTIAL}/versions", json={"files": second_bundle()},
-                              headers=auth(settings, "admin-al", ["admin"]))
-    assert (retry.status_code, retry.json()) == (first.status_code, first.json()) == (201, first.json())
+        retry = client.post(path, json={"files": second_bundle()}, headers={**admin, "Idempotency-Key": "up-1"})
+        other_key = client.post(path, json={"files": second_bundle()}, headers={**admin, "Idempotency-Key": "up-2"})
+    assert first.status_code == 201, first.text
+    assert retry.status_code == other_key.status_code == 200
+    assert retry.json() == other_key.json() == first.json()
     assert retry.headers["location"] == first.headers["location"]
-    assert unkeyed.status_code == 200  # the same bundle again, not a retry: it already is version 2
 
 
 def test_a_stale_if_match_with_a_fresh_key_never_answers_someone_who_may_not_run_the_command(
@@ -281,3 +287,96 @@ def test_a_stale_if_match_with_a_fresh_key_never_answers_someone_who_may_not_run
     assert unclaim.status_code == 412, unclaim.text
     assert plain_unclaim.status_code == 403, plain_unclaim.text
     assert own_retry.status_code == 200, own_retry.text  # the assessor's own hand-back
+
+
+def test_an_if_match_a_refused_command_checked_does_not_outlive_it(
+    app: Any, settings: Any, schema_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version an If-Match named was kept on the worker thread after its command failed:
+    later file uploads on that thread (which send no If-Match) were refused with 412."""
+    import msgspec
+
+    from tests.integration.test_http_process import attach_evidence
+
+    load_example_catalog(app)
+    settings = msgspec.structs.replace(settings, http_command_threads=1)  # every request on one thread
+    learner = auth(settings, *LEARNER)
+    with api_client(settings, app, schema_database) as client:
+        instance = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=learner).json()["id"]
+        etag = client.get(f"/instances/{instance}", headers=learner).headers["etag"]
+        real = type(app).cancel_instance
+
+        def racing(self: Any, actor: Any, instance_id: Any, reason: str) -> Any:
+            attach_evidence(app, settings, instance)  # another writer moves the instance on
+            return real(self, actor, instance_id, reason)
+
+        monkeypatch.setattr(type(app), "cancel_instance", racing)
+        refused = client.post(f"/instances/{instance}/cancel", json={"reason": "r"},
+                              headers={**learner, "If-Match": etag})
+        monkeypatch.undo()
+        uploads = [client.post(f"/instances/{instance}/files", content=b"notes %d\n" % n,
+                               headers={**learner, "Content-Type": "text/plain",
+                                        "Content-Disposition": f'attachment; filename="n{n}.txt"'})
+                   for n in range(2)]
+    assert refused.status_code == 412, refused.text
+    assert [up.status_code for up in uploads] == [201, 201], [up.text for up in uploads]
+
+
+def test_duplicates_of_a_slow_keyed_command_do_not_hold_every_command_thread(
+    app: Any, settings: Any, schema_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A duplicate waited on the first attempt's row for as long as it ran, in a command
+    thread: a slow claim and three client retries took all four, and another user's start
+    waited behind them. Now a duplicate waits at most 1 s, then gets 409 (retry shortly)."""
+    import threading
+    import time
+
+    from domain.identity import Actor
+
+    load_example_catalog(app)
+    task = app.get_instance(app.start_instance(Actor.of(LEARNER[0]), CREDENTIAL)).open_tasks[0]
+    real = type(app).claim_task
+
+    def slow(self: Any, actor: Any, task_id_: Any) -> None:
+        time.sleep(4)  # a lock wait in PostgreSQL, say
+        return real(self, actor, task_id_)
+
+    monkeypatch.setattr(type(app), "claim_task", slow)
+    keyed = {**auth(settings, *LEARNER), "Idempotency-Key": "slow-1"}
+    answers: list[Any] = []
+    with api_client(settings, app, schema_database) as client:
+        tries = [threading.Thread(target=lambda: answers.append(client.post(f"/tasks/{task}/claim", headers=keyed)))
+                 for _ in range(4)]  # the first attempt and three client retries
+        for attempt in tries:
+            attempt.start()
+            time.sleep(0.1)
+        began = time.monotonic()
+        other = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=auth(settings, "learner-sam"))
+        took = time.monotonic() - began
+        for attempt in tries:
+            attempt.join(20)
+    assert other.status_code == 201
+    assert took < 2.5, f"an unrelated user's command waited {took:.1f} s behind duplicates"
+    assert sorted(answer.status_code for answer in answers) == [200, 409, 409, 409]
+    assert all("still being handled" in a.json()["detail"] for a in answers if a.status_code == 409)
+
+
+@pytest.mark.parametrize("credential_id", ["cred-\u8a3c\u660e", "cred-caf\u00e9", "cred with space"])
+def test_an_upload_to_a_credential_id_outside_ascii_answers_its_location_percent_encoded(
+    app: Any, settings: Any, schema_database: Any, credential_id: str
+) -> None:
+    """A catalog id is any text; the Location header used to carry it raw, and the answer
+    (stored under the key first) failed to encode: a 500, replayed to every retry."""
+    from urllib.parse import quote
+
+    app.upsert_skill(skill_id="skill-x", version=1, name="S", description="", status="active")
+    app.upsert_credential(credential_id=credential_id, version=1, skill_id="skill-x", name="C", description="")
+    admin = {**auth(settings, "admin-al", ["admin"]), "Idempotency-Key": "u"}
+    path = f"/definitions/{quote(credential_id, safe='')}/versions"
+    with api_client(settings, app, schema_database) as client:
+        first = client.post(path, json={"files": second_bundle()}, headers=admin)
+        again = client.post(path, json={"files": second_bundle()}, headers=admin)
+        located = client.get(first.headers["location"], headers=admin)
+    assert first.status_code == again.status_code == 201, first.text
+    assert first.headers["location"] == f"{path}/2"
+    assert located.status_code == 200 and located.json()["number"] == 2

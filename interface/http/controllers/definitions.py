@@ -4,6 +4,7 @@ BPMN bundles that admins upload and deploy."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -80,15 +81,15 @@ class DefinitionController(Controller):
         files = {name: text.encode() for name, text in data.files.items()}
 
         def answer(definition: Any, number: int, added: bool) -> Outcome:
+            # A catalog id is any text: the header carries it percent-encoded (RFC 3986).
             return Outcome(views.definition_version(definition, definition.get_version(number)),
                            201 if added else 200, views.etag(definition),
-                           f"/definitions/{credential_id}/versions/{number}")
+                           f"/definitions/{quote(credential_id, safe='')}/versions/{number}")
 
-        def decide(key: str | None) -> Outcome:
+        def decide(_key: str | None) -> Outcome:
             before = service.get_definition(credential_id).latest_version
             number = service.upload_definition_version(actor, credential_id, files)
-            definition = service.get_definition(credential_id)
-            return answer(definition, number, number > before or (key is not None and _added_last(definition, number, actor)))
+            return answer(service.get_definition(credential_id), number, number > before)
 
         def recover(_key: str | None) -> Outcome | None:
             # The version moved on past the If-Match: this very bundle may be what moved it.
