@@ -47,11 +47,15 @@ class TimerCommands(WorkflowApplication):
 
         return retry_on_conflict(command)
 
-    def remind_task(self, task_id_: UUID) -> bool:
-        """Records the reminder email of an open task with a due date, once."""
+    def remind_task(self, task_id_: UUID, now: datetime | None = None) -> bool:
+        """Records the reminder email of an open task with a due date, once, and only before
+        that date: a scheduler that was down past it would otherwise send "due soon" for a
+        task already overdue (the overdue mark follows in the same round)."""
         def command() -> bool:
             task = self._find(WorkflowTask, task_id_)
-            if task is None or not task.remind():
+            if task is None or (task.due_at is not None and task.due_at <= (now or self.clock())):
+                return False
+            if not task.remind():
                 return False
             self.save_all(task)
             return True

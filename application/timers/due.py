@@ -10,17 +10,21 @@ Rows come from the log only (``TrackedReader``):
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import isodate
+import psycopg
 
 from application.engine.clock import as_utc
 from application.outbox.reader import TrackedReader
 from application.outbox.tables import DUE, WAITS, q
 from domain.event_types import stored_topic
+
+log = logging.getLogger(__name__)
 
 TIMER, REMINDER, OVERDUE = "timer", "reminder", "overdue"
 REMINDER_LEAD_MAX = timedelta(days=1)
@@ -74,10 +78,23 @@ class DueTimes(TrackedReader):
         for wait in self._waiting_messages(event, keys):
             flat = {prop: value for props in wait["correlations"].values() if isinstance(props, dict)
                     for prop, value in props.items()}
-            curs.execute(
-                q(self.datastore, f"INSERT INTO {{schema}}.{WAITS} VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"),
-                (instance_id, wait["engine_task_id"], wait["name"], json.dumps({**flat, **keys["business"]})),
-            )
+            try:
+                # A savepoint: a correlation value PostgreSQL refuses (a NUL from a form or a
+                # script, a NaN) must not roll back the batch, or this reader would stop there
+                # and no timer, deadline or kept message of any instance would fire again. No
+                # message can carry such a value, so the wait is left out of correlation
+                # matching; a message by instance id still reaches it.
+                with curs.connection.transaction():
+                    curs.execute(
+                        q(self.datastore,
+                          f"INSERT INTO {{schema}}.{WAITS} VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"),
+                        (instance_id, wait["engine_task_id"], wait["name"],
+                         json.dumps({**flat, **keys["business"]}, allow_nan=False)),
+                    )
+            except (psycopg.DataError, ValueError) as error:
+                log.error("instance %s waits for message %r with a correlation value that cannot be stored (%s): "
+                          "it can be reached by instance id only", instance_id, str(wait["name"])[:200],
+                          type(error).__name__)
 
     def _keys(self, event: Any) -> dict[str, Any]:
         instance_id = event.originator_id
@@ -127,7 +144,8 @@ class DueTimes(TrackedReader):
                           reminder_at(event.due_at, due_in))
                 self._due(curs, OVERDUE, event.instance_id, key, event.element_id, event.due_at)
             return
-        kinds = {"Reminded": (REMINDER,), "BecameOverdue": (OVERDUE,)}.get(fact, (REMINDER, OVERDUE))
+        # Once overdue, a "due soon" reminder is moot: its row goes too.
+        kinds = {"Reminded": (REMINDER,)}.get(fact, (REMINDER, OVERDUE))
         for kind in kinds:
             self._delete(curs, DUE, "kind = %s AND key = %s", (kind, key))
 

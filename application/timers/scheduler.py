@@ -67,7 +67,7 @@ class Scheduler:
         if row["kind"] == TIMER:
             return self.service.fire_timer(row["instance_id"], row["key"], now)
         if row["kind"] == REMINDER:
-            return self.service.remind_task(UUID(row["key"]))
+            return self.service.remind_task(UUID(row["key"]), now)
         if row["kind"] == OVERDUE:
             return self.service.mark_task_overdue(UUID(row["key"]), now)
         return False

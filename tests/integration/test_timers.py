@@ -181,3 +181,42 @@ def test_start_workers_fires_due_timers_in_the_background_until_stopped(service,
         workers.stop()
     assert service.get_instance(instance_id).end_element_id == "end_expired"
     assert not workers.running
+
+
+# -- found in review (2026-11-27) ------------------------------------------------------------
+
+
+def test_a_correlation_value_postgresql_refuses_does_not_stop_every_other_timer(service, settings, clock, caplog):
+    """An instance waiting for a message correlated on a value with a NUL (from a script or a
+    form): its wait row was refused, the reader rolled back at that event on every round,
+    and no deadline, reminder or kept message of any instance fired again."""
+    victim = waiting_for_assessment(service, settings)  # the example's 14-day deadline
+    _skill, credential = load_example_catalog(service)
+    bundle = (Path(__file__).resolve().parents[1] / "fixtures" / "bpmn" / "correlated-on-a-nul.bpmn").read_bytes()
+    service.deploy_definition_version(ADMIN, credential,
+                                      service.upload_definition_version(ADMIN, credential, {"dated.bpmn": bundle}))
+    poison = service.start_instance(Actor.of("learner-sam"), credential)
+    assert service.get_instance(poison).status == RUNNING  # waits for "reply", correlated on "x\0y"
+
+    clock.advance(days=15)
+    Scheduler(service).run_once()
+
+    instance = service.get_instance(victim)
+    assert (instance.status, instance.end_element_id) == (COMPLETED, "end_expired")
+    assert f"instance {poison} waits for message 'reply'" in caplog.text
+
+
+def test_a_scheduler_back_after_a_due_date_marks_the_task_overdue_without_a_due_soon_reminder(service, clock):
+    _skill, credential = load_example_catalog(service)
+    number = service.upload_definition_version(ADMIN, credential, {"paid-credential.bpmn": PAID_BPMN.read_bytes()})
+    service.deploy_definition_version(ADMIN, credential, number)
+    (task_id,) = service.get_instance(service.start_instance(LIN, credential)).open_tasks
+    clock.advance(days=3)  # the scheduler was down across the task's 2-day due date
+
+    scheduler = Scheduler(service)
+    scheduler.run_once()
+    scheduler.run_once()
+
+    task = service.get_task(task_id)
+    assert task.overdue and not task.reminded
+    assert scheduler.due_times.due(clock()) == []  # nothing left to try each round
