@@ -133,6 +133,10 @@ def _first_cycle(expression: str, now: datetime) -> dict[str, Any]:
         start = now + duration
     else:
         raise ValueError(f"invalid recurring interval {expression!r}")
+    if duration <= timedelta(0):
+        # It would be due again at once, every scheduler round, for ever (``R/PT0S``): each
+        # firing a stored step. The engine step fails instead, and the instance with it.
+        raise ValueError(f"a cycle timer repeats after a period above zero, not {expression!r}")
     return {"cycles": cycles, "next": start.isoformat(), "duration": duration.total_seconds()}
 
 

@@ -77,3 +77,15 @@ def test_an_instant_without_offset_is_utc_not_the_servers_zone():
 )
 def test_the_reminder_comes_a_day_before_or_at_80_percent_of_a_shorter_time(due_in, lead):
     assert T0 - reminder_at(T0, due_in) == lead
+
+
+@pytest.mark.parametrize("expression", ["R/PT0S", "R5/PT0S", "R/2026-01-01T00:00:00Z/PT0S", "R/P0D"])
+def test_a_cycle_with_no_period_is_refused(expression) -> None:
+    """It was due again at once on every scheduler round, for ever, each firing a stored step."""
+    from datetime import datetime, timezone
+
+    from application.engine.clock import _first_cycle
+
+    with pytest.raises(ValueError, match="period above zero"):
+        _first_cycle(expression, datetime(2026, 11, 27, tzinfo=timezone.utc))
+    assert _first_cycle("R3/PT1H", datetime(2026, 11, 27, tzinfo=timezone.utc))["duration"] == 3600
