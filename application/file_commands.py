@@ -3,7 +3,8 @@
 The upload path checks permission first, streams the bytes to the store, then records
 ``FileAttached``. A crash between the two leaves an unreferenced file that housekeeping
 removes after its grace period (or that the upload's retry with the same Idempotency-Key and
-the same bytes attaches); never a reference to a file that does not exist.
+the same bytes attaches); never a reference to a file that does not exist. Uploads that
+attach at the same moment are each tried again on the instance's fresh state.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from application.app import WorkflowApplication
+from application.message_commands import retry_on_conflict
 from domain.errors import NotFound
 from domain.identity import Actor
 from domain.instance import WorkflowInstance
 
 MAX_NAME = 255
 LOG_PAGE = 1000
+ATTACH_ATTEMPTS = 10
 
 
 class FileReference(NamedTuple):
@@ -42,7 +45,6 @@ class FileCommands(WorkflowApplication):
         self, actor: Actor, instance_id: UUID, *, file_id: UUID, extension: str, media_type: str,
         size: int, sha256: str, name: str,
     ) -> dict[str, Any]:
-        instance = self.visible_instance(actor, instance_id)
         file = {
             "id": str(file_id),
             "extension": extension,
@@ -52,9 +54,17 @@ class FileCommands(WorkflowApplication):
             "name": _clean_name(name),
             "uploaded_by": actor.user_id,
         }
-        instance.attach_file(actor, file, max_files=self.files_max_per_instance)
-        self.save_all(instance)
-        return file
+
+        def command() -> dict[str, Any]:
+            instance = self.visible_instance(actor, instance_id)
+            instance.attach_file(actor, file, max_files=self.files_max_per_instance)
+            self.save_all(instance)
+            return file
+
+        # Attaching is an append: an upload beside another (several photos at once), or beside
+        # any step of the instance, is tried again on the fresh state (its checks with it)
+        # rather than answered 409 with its stored bytes thrown away.
+        return retry_on_conflict(command, attempts=ATTACH_ATTEMPTS)
 
     def readable_file(self, actor: Actor, instance_id: UUID, file_id: str) -> dict[str, Any]:
         """The file's record, if ``actor`` may read it: the learner, an admin, or a

@@ -496,3 +496,24 @@ def test_a_form_may_name_a_file_id_in_capitals(client, app, mounted):
         "statement": STATEMENT, "evidence_files": [photo["id"].upper()]}})
     assert done.status_code == 200, done.text
     assert [f["id"] for f in app.get_task(UUID(submit)).evidence] == [photo["id"]]
+
+
+def test_parallel_uploads_to_one_instance_all_attach(client, app, mounted):
+    """Several photos sent at once: each attach appends to the same instance, and all but the
+    first met a concurrent save and got 409, their stored bytes thrown away."""
+    import threading
+
+    instance_id = start(client, mounted)
+    barrier, answers = threading.Barrier(6), []
+
+    def send(n: int) -> None:
+        barrier.wait()
+        answers.append(upload(client, mounted, instance_id, b"photo %d\n" % n, "text/plain", f"photo-{n}.txt"))
+
+    senders = [threading.Thread(target=send, args=(n,)) for n in range(6)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(60)
+    assert sorted(answer.status_code for answer in answers) == [201] * 6, [a.text for a in answers]
+    assert len(app.get_instance(UUID(instance_id)).files) == 6
