@@ -28,7 +28,7 @@ from application.repository import Repository, replay
 from application.transcoder import MsgspecJSONTranscoder
 from domain.definition import DefinitionVersion, WorkflowDefinition
 from domain.deployment import WorkflowDeployment
-from domain.errors import Conflict, InvalidInput, NotFound, Problem, VersionChanged
+from domain.errors import Conflict, IdTaken, InvalidInput, NotFound, Problem, VersionChanged
 from domain.identity import Actor, group_key
 from domain.ids import definition_id, deployment_id, task_id
 from domain.instance import PASS, WorkflowInstance
@@ -294,7 +294,7 @@ class WorkflowApplication(Application[UUID]):
     def _same_start(self, actor: Actor, credential_id: str, instance_id: UUID) -> UUID:
         existing = self.get_instance(instance_id)
         if existing.user_id != actor.user_id or existing.credential_id != credential_id:
-            raise Conflict(f"instance {instance_id} already exists for another start")
+            raise IdTaken(f"instance {instance_id} already exists for another start")
         return instance_id
 
     def cancel_instance(self, actor: Actor, instance_id: UUID, reason: str) -> None:

@@ -54,6 +54,11 @@ class Conflict(WorkflowError):
     title = "Conflict with the current state"
 
 
+class IdTaken(Conflict):
+    """A start asked for an instance id (derived from an Idempotency-Key) that another
+    start of the same user already holds."""
+
+
 class VersionChanged(WorkflowError):
     """The entity moved on from the version the request said it changes (``If-Match``)."""
 

@@ -380,3 +380,21 @@ def test_an_upload_to_a_credential_id_outside_ascii_answers_its_location_percent
     assert first.status_code == again.status_code == 201, first.text
     assert first.headers["location"] == f"{path}/2"
     assert located.status_code == 200 and located.json()["number"] == 2
+
+
+def test_a_start_key_whose_answer_was_lost_sent_with_another_credential_is_a_422(
+    app: Any, settings: Any, schema_database: Any
+) -> None:
+    """The same key with another request is a 422 also when the first answer was lost: the
+    key's instance exists for the first credential (it was a 409 'already exists')."""
+    load_example_catalog(app)
+    app.upsert_credential(credential_id="cred-2", version=1, skill_id="4a1d9e3c-2f6b-4c8a-b0d7-6e5f3a2c1b90",
+                          name="Second", description="")
+    keyed = {**auth(settings, *LEARNER), "Idempotency-Key": "start-once"}
+    with api_client(settings, app, schema_database) as client:
+        first = client.post("/instances", json={"credential_id": CREDENTIAL}, headers=keyed)
+        forget_responses(schema_database)
+        other = client.post("/instances", json={"credential_id": "cred-2"}, headers=keyed)
+    assert first.status_code == 201
+    assert other.status_code == 422, other.text
+    assert other.json()["errors"][0]["path"] == "header:Idempotency-Key"

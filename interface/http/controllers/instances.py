@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from domain.errors import Unavailable
+from domain.errors import IdTaken, InvalidInput, Problem, Unavailable
 from domain.identity import Actor
 from domain.ids import command_id, scope_part
 from domain.instance import CANCELLED, WorkflowInstance
@@ -38,8 +38,14 @@ class InstanceController(Controller):
 
         def decide(key: str | None) -> Outcome:
             wanted = command_id(f"start-instance/{scope_part(actor.user_id)}", key) if key else None
-            instance = service.current(WorkflowInstance, service.start_instance(actor, data.credential_id, wanted),
-                                       "instance")
+            try:
+                started = service.start_instance(actor, data.credential_id, wanted)
+            except IdTaken:
+                # The key started another credential before (its stored answer lost, or
+                # purged after 7 days): the same key with another request.
+                raise InvalidInput("this Idempotency-Key was already used with a different request",
+                                   [Problem("header:Idempotency-Key", "use a new key for a new request")]) from None
+            instance = service.current(WorkflowInstance, started, "instance")
             return Outcome(views.instance(instance), 201, views.etag(instance), f"/instances/{instance.id}")
 
         return await run_command(request, services, "start_instance", decide, payload=data)
