@@ -9,7 +9,9 @@ attach at the same moment are each tried again on the instance's fresh state.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -66,9 +68,22 @@ class FileCommands(WorkflowApplication):
         # rather than answered 409 with its stored bytes thrown away.
         return retry_on_conflict(command, attempts=ATTACH_ATTEMPTS)
 
+    @contextmanager
+    def file_lock(self, file_id: UUID | str) -> Iterator[None]:
+        """Holds a transaction-scoped advisory lock on one stored file: an upload's retry
+        adopting a file and housekeeping deleting it take turns (application/files/housekeeping.py)."""
+        datastore = self.recorder.datastore
+        name = f"skillbase-workflow/{datastore.schema}/file/{str(file_id).lower()}"
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        with datastore.transaction(commit=False) as curs:
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            yield
+
     def readable_file(self, actor: Actor, instance_id: UUID, file_id: str) -> dict[str, Any]:
-        """The file's record, if ``actor`` may read it: the learner, an admin, or a
-        member of a group that has (or had) a task in this instance. One answer for a
+        """The file's record, if ``actor`` may read it: the learner, an admin, a member of a
+        group that has (or had) a task in this instance (once the process gave that group
+        work, not merely because the definition has a lane for it), or a user one of its
+        tasks is assigned to (a completed task stays with whoever completed it). One answer for a
         missing instance, one the actor may not read and a missing file: the text must not
         tell a learner that another learner's instance exists."""
         try:
@@ -89,7 +104,12 @@ class FileCommands(WorkflowApplication):
         return list(instance.files.values())
 
     def _may_read_files(self, actor: Actor, instance: Any) -> bool:
-        return instance.can_view(actor) or any(actor.is_member(g) for g in self.instance_groups(instance))
+        if instance.can_view(actor):
+            return True
+        tasks = self.get_tasks(list(instance.all_tasks))
+        # Whoever a task is assigned to may read what they assess: an admin may
+        # reassign a task to someone outside its group, who must see the evidence to do it.
+        return any(actor.is_member(task.candidate_group) or task.assignee == actor.user_id for task in tasks)
 
     def file_references(self, after: int = 0) -> Iterator[FileReference]:
         """Every file the log refers to: each ``FileAttached`` event, read from the
@@ -106,14 +126,6 @@ class FileCommands(WorkflowApplication):
             if len(page) < LOG_PAGE:
                 return
             start = page[-1].id + 1
-
-    def instance_groups(self, instance: Any) -> set[str]:
-        """The candidate groups of the tasks this instance has had: a group's members may
-        read its evidence once the process has given that group work, not before, and not
-        merely because the definition has a lane for it."""
-        groups = {task.candidate_group for task in self.get_tasks(list(instance.all_tasks))}
-        groups.discard(None)
-        return groups
 
 
 def _clean_name(name: str) -> str:

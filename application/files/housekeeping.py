@@ -10,12 +10,16 @@
   swept.
 
 The disk is listed before the log is read, so a file uploaded and attached while this runs
-is either in both or too young to be touched.
+is either in both or too young to be touched. The one old file that can be attached while
+this runs is an upload's retry adopting what its first attempt left (the same
+Idempotency-Key, days later): the retry touches the file and attaches it under the file's
+lock (``lock``), and an orphan is deleted under that lock only if it is still old then.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,9 +63,11 @@ def housekeeping(
     grace: timedelta = DEFAULT_GRACE,
     dry_run: bool = False,
     now: datetime | None = None,
+    lock: Callable[[Any], AbstractContextManager[Any]] | None = None,
 ) -> Report:
     """Compares ``store`` with ``references()`` (items with ``file_id``, ``extension`` and
-    ``instance_id``: the log's ``FileAttached`` facts) and cleans up past ``grace``."""
+    ``instance_id``: the log's ``FileAttached`` facts) and cleans up past ``grace``;
+    ``lock(file_id)`` is held while an orphan's age is read again and it is deleted."""
     now = now or datetime.now(UTC)
     report = Report(dry_run=dry_run, grace=grace)
     on_disk = list(store.list_files())  # before the log: see the module docstring
@@ -76,8 +82,15 @@ def housekeeping(
         if now - listed.mtime < grace:
             report.kept.append(listed)
             continue
-        if dry_run or store.delete(listed.file_id, listed.extension):
+        if dry_run:
             report.removed.append(listed)
+            continue
+        with lock(listed.file_id) if lock is not None else nullcontext():
+            modified = store.modified_at(listed.file_id, listed.extension)
+            if modified is not None and now - modified < grace:  # adopted (touched) meanwhile
+                report.kept.append(listed)
+            elif modified is not None and store.delete(listed.file_id, listed.extension):
+                report.removed.append(listed)
     report.missing = [(file_id, ext, instance) for (file_id, ext), instance in referenced.items()
                       if (file_id, ext) not in present]
     report.partials = store.partials(grace) if dry_run else store.sweep_partials(grace)

@@ -78,6 +78,10 @@ class FileStore(Protocol):
 
     def delete(self, file_id: UUID | str, extension: str) -> bool: ...
 
+    def touch(self, file_id: UUID | str, extension: str) -> bool: ...
+
+    def modified_at(self, file_id: UUID | str, extension: str) -> datetime | None: ...
+
     def list_files(self) -> Iterator[ListedFile]: ...
 
     def sweep_partials(self, older_than: timedelta) -> list[Path]: ...
@@ -240,6 +244,29 @@ class PosixFileStore:
                 return False
             _fsync_directory(directory)
         return True
+
+    def touch(self, file_id: UUID | str, extension: str) -> bool:
+        """Makes the file young again (its mtime now); False if it is not there. An upload's
+        retry adopting the file an earlier attempt left does this before attaching it, so
+        housekeeping, which re-reads the age under the same lock, leaves it alone."""
+        path = self.path_for(file_id, extension)
+        self._ready_directory()
+        with _unavailable_on_os_error("touch", path):
+            try:
+                os.utime(path, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def modified_at(self, file_id: UUID | str, extension: str) -> datetime | None:
+        """When the file was last written (or touched); None if it is not there."""
+        path = self.path_for(file_id, extension)
+        self._ready_directory()
+        with _unavailable_on_os_error("look up", path):
+            try:
+                return datetime.fromtimestamp(os.stat(path, follow_symlinks=False).st_mtime, UTC)
+            except FileNotFoundError:
+                return None
 
     def list_files(self) -> Iterator[ListedFile]:
         """Every complete file; partials, strays and foreign names are left out."""

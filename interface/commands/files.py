@@ -51,7 +51,8 @@ def run_housekeeping(args: argparse.Namespace) -> int:
     store = open_file_store(settings)
     service = bootstrap(settings)
     try:
-        report = housekeeping(store, service.file_references, grace=args.grace, dry_run=args.dry_run)
+        report = housekeeping(store, service.file_references, grace=args.grace, dry_run=args.dry_run,
+                              lock=service.file_lock)
     except WorkflowError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

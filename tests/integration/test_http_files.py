@@ -517,3 +517,59 @@ def test_parallel_uploads_to_one_instance_all_attach(client, app, mounted):
         sender.join(60)
     assert sorted(answer.status_code for answer in answers) == [201] * 6, [a.text for a in answers]
     assert len(app.get_instance(UUID(instance_id)).files) == 6
+
+
+def test_whoever_an_admin_reassigns_the_assessment_to_may_read_its_evidence(client, mounted):
+    """A stand-in assessor outside the lane's group sees the task and alone may complete it:
+    the evidence answered them 404."""
+    instance_id = start(client, mounted)
+    learner, admin, stand_in = auth(mounted, *LEARNER), auth(mounted, *ADMIN), auth(mounted, *OUTSIDER)
+    location = upload(client, mounted, instance_id, b"%PDF-1.7 mine", "application/pdf", "mine.pdf").headers["location"]
+    submit = client.get(f"/instances/{instance_id}", headers=learner).json()["open_tasks"][0]["id"]
+    assert client.post(f"/tasks/{submit}/complete", headers=learner, json={"data": {
+        "statement": "A fillet weld on 6 mm mild steel.", "evidence_files": [location.rsplit("/", 1)[1]]}}).status_code == 200
+    assess = client.get(f"/instances/{instance_id}", headers=learner).json()["open_tasks"][0]["id"]
+    assert client.get(location, headers=stand_in).status_code == 404  # not theirs yet
+
+    assert client.post(f"/tasks/{assess}/reassign", headers=admin, json={"assignee": OUTSIDER[0]}).status_code == 200
+
+    assert client.get(f"/tasks/{assess}", headers=stand_in).status_code == 200
+    assert client.get(location, headers=stand_in).content == b"%PDF-1.7 mine"
+    assert client.get(f"/instances/{instance_id}/files", headers=stand_in).status_code == 200
+    assert client.get(location, headers=auth(mounted, *OTHER_LEARNER)).status_code == 404
+
+
+def test_housekeeping_never_removes_the_old_file_a_keyed_retry_is_adopting(client, app, mounted):
+    """The first attempt left its file days ago; the retry adopts it while housekeeping runs,
+    after housekeeping read the log: it used to delete the file just attached (a 404 for the
+    evidence, MISSING for ever)."""
+    import time
+    from datetime import timedelta
+
+    from application.bootstrap import open_file_store
+    from application.files.housekeeping import housekeeping
+    from domain.ids import command_id
+
+    instance_id = start(client, mounted)
+    store = open_file_store(mounted)
+    photo = b"\xff\xd8\xff written three days ago, never attached"
+    file_id = command_id(f"upload/{LEARNER[0]}/{instance_id}", "days-later")
+    store.write([photo], "image/jpeg", file_id)
+    three_days_ago = time.time() - 3 * 86400
+    os.utime(store.path_for(file_id, "jpg"), (three_days_ago, three_days_ago))
+    retried = []
+
+    def references_then_the_retry() -> list[Any]:
+        found = list(app.file_references())  # the log as housekeeping read it: no such file yet
+        retried.append(upload(client, mounted, instance_id, photo, **{"Idempotency-Key": "days-later"}))
+        return found
+
+    report = housekeeping(store, references_then_the_retry, grace=timedelta(hours=24), lock=app.file_lock)
+
+    assert retried[0].status_code == 201, retried[0].text
+    assert file_id not in [f.file_id for f in report.removed]  # the volume holds other tests' files too
+    assert file_id in [f.file_id for f in report.kept]
+    location = retried[0].headers["location"]
+    assert client.get(location, headers=auth(mounted, *LEARNER)).content == photo
+    assert str(file_id) not in [missing for missing, _ext, _instance in
+                                housekeeping(store, app.file_references, grace=timedelta(hours=24)).missing]

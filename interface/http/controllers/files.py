@@ -291,11 +291,17 @@ async def _adopt(
         raise Conflict("an upload with this Idempotency-Key is being saved at this moment: retry shortly") from None
     if sent != held:
         raise _key_reused()
+    def adopt() -> dict[str, Any]:
+        # Under the file's lock, made young first: housekeeping deletes an orphan only under
+        # that lock and only while it is still old, so it cannot remove the file being attached.
+        with services.service.file_lock(file_id):
+            if not store.touch(file_id, extension):
+                raise Conflict("an upload with this Idempotency-Key is being saved at this moment: retry shortly")
+            return services.service.attach_file(request.user, instance_id, file_id=file_id, extension=extension,
+                                                media_type=media_type, size=sent[0], sha256=sent[1], name=name)
+
     try:
-        file = await services.run(
-            services.service.attach_file, request.user, instance_id, file_id=file_id, extension=extension,
-            media_type=media_type, size=sent[0], sha256=sent[1], name=name,
-        )
+        file = await services.run(adopt)
     except Conflict:
         earlier = await services.run(_attached, services.service, request.user, instance_id, file_id)
         if earlier is None:
