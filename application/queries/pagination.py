@@ -44,7 +44,7 @@ def decode_cursor(kind: str, cursor: str | None, size: int) -> list[Any] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         decoded = json.loads(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # a cursor nested deep was "the body is not valid JSON"
         decoded = None
     if not isinstance(decoded, list) or len(decoded) != size + 1 or decoded[0] != kind:
         raise _invalid_cursor()

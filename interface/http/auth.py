@@ -99,9 +99,21 @@ class Verifier:
         raise jwt.InvalidKeyError(f"no key with kid {kid!r}")
 
 
+def _storable(text: str) -> bool:
+    """Text PostgreSQL can hold and compare: no NUL, no unpaired surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
-    """The actor a verified token names; a ``sub`` that is blank, holds NUL or is longer
-    than 255 characters refuses the token (401).
+    """The actor a verified token names; a ``sub`` that is blank, holds NUL or an unpaired
+    surrogate or is longer than 255 characters refuses the token (401), and so does a group
+    name with a NUL or an unpaired surrogate (the lists of the user's tasks failed on it).
 
     ``email``: absent, empty or not a string -> no email. A string is kept only when it is
     exactly one address that reads back as itself (``address_problem``, the mail worker's
@@ -112,7 +124,7 @@ def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
     ``lin@exa mple.org`` is never read as ``lin@example.org``, another learner's mailbox.
     """
     sub, email = claims.get("sub"), claims.get("email")
-    if not isinstance(sub, str) or not sub.strip() or "\x00" in sub or len(sub) > MAX_SUB_CHARS:
+    if not isinstance(sub, str) or not sub.strip() or not _storable(sub) or len(sub) > MAX_SUB_CHARS:
         raise NotAuthorizedException("the token has no usable 'sub'", headers=CHALLENGE)
     if isinstance(email, str) and email and address_problem(email):
         raise NotAuthorizedException("the token's email claim is not an address", headers=CHALLENGE)
@@ -121,6 +133,8 @@ def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
         groups = [groups]
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise NotAuthorizedException("'groups' must be a list of strings", headers=CHALLENGE)
+    if not all(_storable(g) for g in groups):  # every list of the user's tasks would fail on it
+        raise NotAuthorizedException("'groups' holds a name with a NUL or an unpaired surrogate", headers=CHALLENGE)
     return Actor(
         user_id=sub,
         email=email if isinstance(email, str) and email else None,

@@ -82,7 +82,7 @@ class ReadModels:
                               **wanted, **common)
         else:
             if status != "open":
-                raise InvalidInput("a group inbox lists open tasks", [Problem("$query.status", "must be open")])
+                raise InvalidInput("a group inbox lists open tasks", [Problem("query:status", "must be open")])
             page = inbox_groups(self.store, sorted(actor.groups), bool(unassigned), **common)
         rows = [row for row in page.items if _matches(row, wanted, due_before, unassigned if inbox == "groups" else None)]
         return schemas.TaskPage(items=[_struct(schemas.Task, row) for row in rows], next_cursor=page.next_cursor)

@@ -207,3 +207,34 @@ def test_a_due_before_without_a_zone_is_read_as_utc(client: Any, app: Any, setti
     assert assess in [t["id"] for t in naive.json()["items"]]
     empty_id = client.get("/dashboard", params={"credential_id": ""}, headers=admin)
     assert empty_id.status_code != 500 and empty_id.json().get("scope_id") != "None"
+
+
+# -- found in review (2026-11-27) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("due_before", ["253402300800", "0", "1.5", "2026-12-01", "garbage"])
+@pytest.mark.parametrize("inbox", ["mine", "groups", "all"])
+def test_due_before_is_a_date_time_never_a_number(client: Any, settings: Any, inbox: str, due_before: str) -> None:
+    """A number was taken for a Unix time, and one past the year 9999 was a 500."""
+    answer = client.get("/tasks", params={"inbox": inbox, "due_before": due_before}, headers=auth(settings, *ADMIN))
+    assert answer.status_code == 400, answer.text
+    assert [e["path"] for e in answer.json()["errors"]] == ["query:due_before"]
+
+
+def test_due_before_with_and_without_an_offset_is_accepted(client: Any, settings: Any) -> None:
+    for due_before in ("2026-12-01T09:00:00Z", "2026-12-01T09:00:00+01:00", "2026-12-01T09:00:00"):
+        answer = client.get("/tasks", params={"inbox": "all", "due_before": due_before}, headers=auth(settings, *ADMIN))
+        assert answer.status_code == 200, (due_before, answer.text)
+
+
+def test_a_deeply_nested_cursor_is_an_invalid_cursor(client: Any, settings: Any) -> None:
+    deep = base64.urlsafe_b64encode(b"[" * 3_000 + b"]" * 3_000).decode().rstrip("=")
+    answer = client.get("/instances", params={"cursor": deep}, headers=auth(settings, *ADMIN))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"] == [{"path": "cursor", "message": "invalid cursor"}]
+
+
+def test_a_group_inbox_of_another_status_names_the_query_parameter(client: Any, settings: Any) -> None:
+    answer = client.get("/tasks", params={"inbox": "groups", "status": "completed"}, headers=auth(settings, *ASSESSOR))
+    assert answer.status_code == 422, answer.text
+    assert [e["path"] for e in answer.json()["errors"]] == ["query:status"]

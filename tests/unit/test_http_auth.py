@@ -103,7 +103,7 @@ def test_an_email_claim_that_is_not_one_clean_address_is_refused(email: str) -> 
     assert refused.value.detail == "the token's email claim is not an address"
 
 
-@pytest.mark.parametrize("sub", ["", "  ", "a\x00b", "u" * 256, 7])
+@pytest.mark.parametrize("sub", ["", "  ", "a\x00b", "ann\ud800", "u" * 256, 7])
 def test_a_sub_that_cannot_be_a_user_id_refuses_the_token(sub: object) -> None:
     with pytest.raises(NotAuthorizedException, match="no usable 'sub'"):
         actor_from_claims({**claims(), "sub": sub}, "admin")
@@ -163,3 +163,11 @@ def test_a_lookalike_group_name_is_another_group(lookalike: str) -> None:
     """Unicode case folding made the long s an s and dropped a no-break space."""
     assert not actor_from_claims(claims(groups=[lookalike]), "admin").is_member("Assessor")
     assert actor_from_claims(claims(groups=[" ASSESSOR "]), "admin").is_member("Assessor")
+
+
+@pytest.mark.parametrize("group", ["asse\x00ssor", "assessor\udc80"])
+def test_a_group_name_the_database_cannot_hold_refuses_the_token(group: str) -> None:
+    """Every list of the user's tasks failed on it with a 500, hiding their other groups' tasks."""
+    with pytest.raises(NotAuthorizedException, match="'groups' holds a name"):
+        actor_from_claims({**claims(), "groups": ["assessor", group]}, "admin")
+    assert actor_from_claims({**claims(), "groups": ["assessor", "é-group"]}, "admin").groups == {"assessor", "é-group"}

@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import msgspec
 from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
@@ -36,7 +38,9 @@ class TaskController(Controller):
         inbox: Annotated[Inbox, QueryParameter(description="`mine`: assigned to me; `groups`: open tasks offered to my groups; `all`: every task (admins)")] = "mine",
         status: Annotated[TaskStatus, QueryParameter(description="open, completed or cancelled")] = "open",
         credential_id: FromQuery[str | None] = None, skill_id: FromQuery[str | None] = None, instance_id: FromQuery[UUID | None] = None,
-        due_before: FromQuery[datetime | None] = None,
+        due_before: Annotated[str | None, QueryParameter(
+            description="only tasks due before this RFC 3339 date-time (UTC when it has no offset)",
+            schema_extra={"format": "date-time"})] = None,
         unassigned: Annotated[bool | None, QueryParameter(description="groups scope: only tasks nobody claimed")] = None,
         sort: Annotated[Sort, QueryParameter(description="oldest first by creation (the only order yet)")] = "created_at",
         cursor: FromQuery[str | None] = None, limit: Limit = 50, wait_for: WaitFor = None,
@@ -47,7 +51,8 @@ class TaskController(Controller):
         return await services.read(
             services.queries.tasks_page, request.user, inbox=inbox, status=status,
             credential_id=credential_id, skill_id=skill_id, instance_id=instance_id,
-            due_before=due_before, unassigned=unassigned, sort=sort, cursor=cursor, limit=limit,
+            due_before=_query_instant("due_before", due_before), unassigned=unassigned, sort=sort, cursor=cursor,
+            limit=limit,
             wait_for=wait_for,
         )
 
@@ -135,6 +140,18 @@ class TaskController(Controller):
             request, services, name, decide, payload=payload, recover=recover,
             entity_of=lambda: service.visible_task(request.user, task_id),
         )
+
+
+def _query_instant(name: str, text: str | None) -> datetime | None:
+    """A date-time query parameter, read as text: typed as a date-time, a number was taken
+    for a Unix time and one past the year 9999 was a 500."""
+    if text is None:
+        return None
+    try:
+        return msgspec.convert(text, datetime)
+    except msgspec.ValidationError:
+        raise ValidationException("the request parameters are not valid", extra=[
+            {"source": "query", "key": name, "message": "an RFC 3339 date-time, e.g. 2026-12-01T09:00:00Z"}]) from None
 
 
 def _recover_when(services: Services, actor: Actor, task_id: UUID, holds: Callable[[Any], bool]) -> Any:
