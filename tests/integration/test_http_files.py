@@ -573,3 +573,20 @@ def test_housekeeping_never_removes_the_old_file_a_keyed_retry_is_adopting(clien
     assert client.get(location, headers=auth(mounted, *LEARNER)).content == photo
     assert str(file_id) not in [missing for missing, _ext, _instance in
                                 housekeeping(store, app.file_references, grace=timedelta(hours=24)).missing]
+
+
+def test_head_gives_a_download_s_headers_without_its_bytes(client, mounted):
+    """Download managers and players ask HEAD before ranged reads: it was a 405."""
+    instance_id = start(client, mounted)
+    data = b"%PDF-1.7 " + b"x" * 1000
+    location = upload(client, mounted, instance_id, data, "application/pdf", "mine.pdf").headers["location"]
+    got = client.get(location, headers=auth(mounted, *LEARNER))
+    headed = client.head(location, headers=auth(mounted, *LEARNER))
+    assert headed.status_code == 200 and headed.content == b""
+    for name in ("content-type", "etag", "accept-ranges", "content-disposition", "x-content-type-options"):
+        assert headed.headers[name] == got.headers[name], name
+    assert headed.headers["content-length"] == str(len(data))
+    cached = client.head(location, headers={**auth(mounted, *LEARNER), "If-None-Match": got.headers["etag"]})
+    assert cached.status_code == 304
+    assert client.head(location, headers=auth(mounted, *OTHER_LEARNER)).status_code == 404
+    assert client.head(location).status_code == 401

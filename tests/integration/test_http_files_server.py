@@ -165,6 +165,8 @@ def test_a_large_upload_streams_in_bounded_memory_and_round_trips(served):
             back.update(chunk)
     assert back.hexdigest() == digest.hexdigest()
     assert served.high_water_mark() - before < 24 * MB
+    headed = httpx.head(f"{served.url}{created.headers['location']}", headers=headers, timeout=30)
+    assert (headed.status_code, headed.headers["content-length"], headed.content) == (200, str(80 * MB), b"")
 
 
 def test_a_client_that_hangs_up_mid_upload_leaves_nothing_behind(served, app):

@@ -26,7 +26,7 @@ from uuid import UUID
 
 import anyio.to_thread
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, get, head, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
@@ -146,10 +146,7 @@ class FileController(Controller):
             return Response(b"", status_code=304, headers={"ETag": etag})
         opened = await anyio.to_thread.run_sync(_open, store, file)
         size = os.fstat(opened.fileno()).st_size
-        headers = {
-            "ETag": etag, "Accept-Ranges": "bytes", "Content-Disposition": content_disposition(file["name"]),
-            "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-cache",
-        }
+        headers = _download_headers(file, etag)
         wanted: ByteRange | None = None
         try:
             if if_range_allows(request.headers.get("if-range"), etag):
@@ -163,6 +160,35 @@ class FileController(Controller):
             headers["Content-Range"] = wanted.content_range(size)
         return Stream(_chunks(opened, start, length), status_code=206 if wanted else 200,
                       media_type=file["media_type"], headers=headers)
+
+
+    @head("/{file_id:uuid}", summary="A file's headers", responses=errors(404))
+    async def download_headers(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], instance_id: FromPath[UUID],
+        file_id: FromPath[UUID],
+    ) -> Response[None]:
+        """What a download answers, without the bytes (RFC 9110 §9.3.2): its media type,
+        `Content-Length`, `ETag` and `Accept-Ranges`, so a client can plan ranged reads.
+        To the same people as the download; 404 for anyone else."""
+        store = file_store(request, services)
+        file = await services.run(services.service.readable_file, request.user, instance_id, str(file_id))
+        etag = f'"{file["sha256"]}"'
+        if {etag, "*"} & _tags(request.headers.get("if-none-match")):
+            return Response(b"", status_code=304, headers={"ETag": etag})
+        opened = await anyio.to_thread.run_sync(_open, store, file)
+        try:
+            size = os.fstat(opened.fileno()).st_size
+        finally:
+            opened.close()
+        return Response(b"", status_code=200, media_type=file["media_type"],
+                        headers={**_download_headers(file, etag), "Content-Length": str(size)})
+
+
+def _download_headers(file: dict[str, Any], etag: str) -> dict[str, str]:
+    return {
+        "ETag": etag, "Accept-Ranges": "bytes", "Content-Disposition": content_disposition(file["name"]),
+        "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-cache",
+    }
 
 
 def file_store(request: Request, services: Services) -> PosixFileStore:
