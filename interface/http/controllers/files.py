@@ -139,12 +139,9 @@ class FileController(Controller):
         name, `ETag` (its sha256; `If-None-Match` gives 304) and one `Range` (206, or 416 when
         the range starts past the end; `If-Range` with the ETag). To the same people as the
         list; 404 for anyone else."""
-        store = file_store(request, services)
-        file = await services.run(services.service.readable_file, request.user, instance_id, str(file_id))
-        etag = f'"{file["sha256"]}"'
-        if {etag, "*"} & _tags(request.headers.get("if-none-match")):
+        file, etag, opened = await _download(request, services, instance_id, file_id)
+        if opened is None:
             return Response(b"", status_code=304, headers={"ETag": etag})
-        opened = await anyio.to_thread.run_sync(_open, store, file)
         size = os.fstat(opened.fileno()).st_size
         headers = _download_headers(file, etag)
         wanted: ByteRange | None = None
@@ -161,7 +158,6 @@ class FileController(Controller):
         return Stream(_chunks(opened, start, length), status_code=206 if wanted else 200,
                       media_type=file["media_type"], headers=headers)
 
-
     @head("/{file_id:uuid}", summary="A file's headers", responses=errors(404))
     async def download_headers(
         self, request: Request[Actor, Any, Any], services: NamedDependency[Services], instance_id: FromPath[UUID],
@@ -170,18 +166,28 @@ class FileController(Controller):
         """What a download answers, without the bytes (RFC 9110 §9.3.2): its media type,
         `Content-Length`, `ETag` and `Accept-Ranges`, so a client can plan ranged reads.
         To the same people as the download; 404 for anyone else."""
-        store = file_store(request, services)
-        file = await services.run(services.service.readable_file, request.user, instance_id, str(file_id))
-        etag = f'"{file["sha256"]}"'
-        if {etag, "*"} & _tags(request.headers.get("if-none-match")):
+        file, etag, opened = await _download(request, services, instance_id, file_id)
+        if opened is None:
             return Response(b"", status_code=304, headers={"ETag": etag})
-        opened = await anyio.to_thread.run_sync(_open, store, file)
         try:
             size = os.fstat(opened.fileno()).st_size
         finally:
             opened.close()
         return Response(b"", status_code=200, media_type=file["media_type"],
                         headers={**_download_headers(file, etag), "Content-Length": str(size)})
+
+
+async def _download(
+    request: Request[Actor, Any, Any], services: Services, instance_id: UUID, file_id: UUID
+) -> tuple[dict[str, Any], str, BinaryIO | None]:
+    """The file's record (404 unless the user may read it), its ETag, and the file opened;
+    None instead of the file when ``If-None-Match`` names that ETag (a 304)."""
+    store = file_store(request, services)
+    file = await services.run(services.service.readable_file, request.user, instance_id, str(file_id))
+    etag = f'"{file["sha256"]}"'
+    if {etag, "*"} & _tags(request.headers.get("if-none-match")):
+        return file, etag, None
+    return file, etag, await anyio.to_thread.run_sync(_open, store, file)
 
 
 def _download_headers(file: dict[str, Any], etag: str) -> dict[str, str]:
