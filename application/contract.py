@@ -9,6 +9,7 @@ never leave the service. Domain events stay private; this module is the mapping 
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from datetime import datetime
 from typing import Any
@@ -78,7 +79,35 @@ def change_of(domain_event: Any) -> dict[str, Any]:
     fields = {k: v for k, v in domain_event.__dict__.items() if k not in _PRIVATE_FIELDS}
     if type(domain_event).__name__ == "VersionAdded":
         fields["files"] = sorted(domain_event.files)
+    if isinstance(fields.get("messages"), list):
+        fields["messages"] = [message_summary(message) for message in fields["messages"]]
+    if isinstance(fields.get("error"), str):
+        fields["error"] = error_kind(fields["error"])
     return {"fact": type(domain_event).__name__, **_plain(fields)}
+
+
+def message_summary(message: Any) -> dict[str, Any]:
+    """What a thrown message is, without what it carries: its name, and an email's template.
+    A payload is an expression over process data, and an email's ``to`` may be a literal
+    address (a third person's): neither leaves the service."""
+    if not isinstance(message, dict):
+        return {"name": None}
+    summary = {"name": message.get("name")}
+    payload = message.get("payload")
+    if isinstance(payload, dict) and isinstance(payload.get("template"), str):
+        summary["template"] = payload["template"]
+    return summary
+
+
+_ERROR_KIND = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,99})(?::|$)")
+
+
+def error_kind(text: str) -> str:
+    """The kind of an engine failure (``ValueError``, ``TimeoutError``), never its message:
+    Python's messages quote values (a script's literals, process data). The whole text
+    stays in the store, for admins (``GET /instances/{id}``, the audit)."""
+    found = _ERROR_KIND.match(text)
+    return found.group(1) if found else "WorkflowError"
 
 
 def state_of(aggregate: Any) -> dict[str, Any]:
@@ -91,7 +120,7 @@ def state_of(aggregate: Any) -> dict[str, Any]:
             "definition_version": aggregate.definition_version, "status": aggregate.status,
             "result": aggregate.result, "ended_at": aggregate.ended_at,
             "open_tasks": aggregate.open_tasks, "files": list(aggregate.files.values()),
-            "evidence": aggregate.evidence, "error": aggregate.error,
+            "evidence": aggregate.evidence, "error": error_kind(aggregate.error) if aggregate.error else None,
             "cancel_reason": aggregate.cancel_reason, "timers": aggregate.timers,
         }
     elif isinstance(aggregate, WorkflowTask):

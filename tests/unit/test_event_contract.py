@@ -188,3 +188,37 @@ def test_deployment_and_task_subjects() -> None:
     (created,) = task.collect_events()
     assert to_cloudevent(created, task).subject == f"task/{task.id}"
     assert to_cloudevent(created, task).type == "SKILLBASE_WORKFLOW_TASK_CREATED"
+
+
+def test_a_failure_is_published_by_its_kind_never_its_message() -> None:
+    """Python's messages quote values: a script's literal (a key it should not hold) or the
+    learner's data went to every consumer of the topic."""
+    running = WorkflowInstance(
+        id=uuid4(), user_id="lin", user_email="lin@example.org", credential_id="cred", skill_id="skill",
+        definition_id=uuid4(), definition_version=1, engine_state={}, opened_tasks=[], messages=[], timers=[],
+    )
+    running.collect_events()
+    running.fail(element_id="compute", error="ValueError: invalid literal for int() with base 10: 'sk-live-TOPSECRET'")
+    (failed,) = running.collect_events()
+    body = json.loads(encode(to_cloudevent(failed, running)).decode())
+    assert "TOPSECRET" not in json.dumps(body)
+    assert body["data"]["change"]["error"] == body["data"]["state"]["error"] == "ValueError"
+    assert body["data"]["change"]["element_id"] == "compute"
+    assert running.error.endswith("'sk-live-TOPSECRET'")  # kept in the store, for admins
+
+
+def test_a_thrown_message_is_published_by_its_name_and_template_never_its_payload() -> None:
+    instance = WorkflowInstance(
+        id=uuid4(), user_id="lin", user_email="lin@example.org", credential_id="cred", skill_id="skill",
+        definition_id=uuid4(), definition_version=1, engine_state={}, opened_tasks=[],
+        messages=[{"name": "email", "payload": {"template": "evidence_submitted", "to": "jane@example.org"},
+                   "correlations": {"ref": "r-1"}},
+                  {"name": "notify", "payload": {"reference": "private-42"}, "correlations": {}}],
+        timers=[],
+    )
+    (started,) = instance.collect_events()
+    body = json.loads(encode(to_cloudevent(started, instance)).decode())
+    assert body["data"]["change"]["messages"] == [{"name": "email", "template": "evidence_submitted"},
+                                                  {"name": "notify"}]
+    text = json.dumps(body)
+    assert "jane@example.org" not in text and "private-42" not in text and "r-1" not in text
