@@ -377,8 +377,13 @@ class WorkflowApplication(Application[UUID]):
     def _finish_if_done(self, instance: WorkflowInstance, step: Step) -> None:
         if step.error and instance.is_running:
             instance.fail(element_id=step.error_element_id, error=step.error)
+        elif step.finished and instance.is_running and step.outcome is None:
+            # A path that ends at a task with no outgoing flow (no end event, so no declared
+            # outcome): completing it "fail" recorded a learner who scored 90 as failed.
+            instance.fail(element_id=step.end_element_id,
+                          error="the process ended without reaching an end event that declares an outcome")
         elif step.finished and instance.is_running:
-            outcome = step.outcome or "fail"
+            outcome = step.outcome
             evidence = self._final_evidence(instance, step.data) if outcome == PASS else []
             instance.complete(result=outcome, end_element_id=step.end_element_id or "", evidence=evidence)
 

@@ -61,6 +61,23 @@ def bundle_sha256(files: dict[str, bytes]) -> str:
     return digest.hexdigest()
 
 
+def _check_event_subprocesses(bpmn_name: str, tree: Any) -> None:
+    """SpiffWorkflow interrupts only for boundary events: an interrupting event subprocess
+    (a deadline for the whole process, the usual BPMN way) ran to its end and interrupted
+    nothing, and its deadline was gone. Refused until the engine can do it."""
+    problems = [
+        Problem(path=bpmn_name, element=start.get("id"),
+                message="an interrupting event subprocess is not supported: put an interrupting boundary "
+                        "event on the activity (or a subprocess around the steps), or make this start "
+                        'non-interrupting (isInterrupting="false")',
+                line=start.sourceline)
+        for start in tree.getroot().iterfind(f".//{{{BPMN_NS}}}subProcess[@triggeredByEvent='true']/{{{BPMN_NS}}}startEvent")
+        if start.get("isInterrupting", "true") != "false"
+    ]
+    if problems:
+        raise BundleInvalid("the definition breaks the BPMN conventions", problems)
+
+
 def validate_bundle(files: dict[str, bytes], *, max_bytes: int) -> ParsedBundle:
     """Parses and checks a bundle; raises ``BundleInvalid`` listing every problem."""
     _check_names_and_size(files, max_bytes)
@@ -72,6 +89,7 @@ def validate_bundle(files: dict[str, bytes], *, max_bytes: int) -> ParsedBundle:
         if name.endswith((".bpmn", ".dmn"))
     }
     _check_xsd(bpmn_name, trees[bpmn_name])
+    _check_event_subprocesses(bpmn_name, trees[bpmn_name])
     forms = _parse_forms(files)
     parser = SpiffBpmnParser()
     process_id = _executable_process(bpmn_name, trees[bpmn_name])

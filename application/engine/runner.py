@@ -23,9 +23,10 @@ from SpiffWorkflow.util.task import TaskState
 from application.engine import serializer
 from application.engine.clock import engine_clock, fire
 from application.engine.conventions import FORM_PROPERTY, properties
-from application.engine.scripts import restricted_script_engine
+from application.engine.scripts import lenient, restricted_script_engine, storable
 from application.engine.spec_cache import SpecCache
 from domain.errors import Conflict
+from domain.instance import FAIL
 
 LEARNER_LANE = "learner"
 
@@ -193,7 +194,7 @@ class Engine:
             return self._failed(workflow, error)
 
     def _facts(self, workflow: BpmnWorkflow) -> Step:
-        messages = [_message(event) for event in workflow.get_events()]
+        messages = [_message(event) for event in workflow.get_events() if _is_message(event)]
         finished = workflow.is_completed()
         end = _end_event(workflow) if finished else None
         return Step(
@@ -213,7 +214,10 @@ class Engine:
         if not isinstance(error, SpiffWorkflowException):
             text = f"{type(error).__name__}: {text}" if text else type(error).__name__
         return Step(
-            engine_state=serializer.engine_state(workflow),
+            # The state as the error left it, made storable: a script that failed on a value
+            # the store cannot hold (a set) has already written it to the task's data, and a
+            # start saves this state (every start of the credential was a 500).
+            engine_state=lenient(serializer.engine_state(workflow)),
             ready=[],
             messages=[],
             timers=[],
@@ -236,13 +240,20 @@ def _ready(task: Any) -> ReadyTask:
     )
 
 
+def _is_message(event: Any) -> bool:
+    """Only a thrown message leaves the process: a signal, an error or a terminate end is
+    the engine's own business (an error named ``email`` became an email)."""
+    return isinstance(event.event_definition, MessageEventDefinition)
+
+
 def _message(event: Any) -> dict[str, Any]:
-    payload = event.payload
-    return {
-        "name": event.event_definition.name,
-        "payload": payload if isinstance(payload, (dict, list, str, int, float, bool)) else repr(payload),
-        "correlations": dict(event.correlations or {}),
-    }
+    """A thrown message as it is stored. Its payload is data like a task's: dates become
+    ISO 8601, and a value the store cannot hold (a set) fails the step, with where it is,
+    instead of failing every save of the step after it."""
+    name = event.event_definition.name
+    payload = storable(event.payload, f"of message {str(name)[:100]!r}")
+    return {"name": name, "payload": payload, "correlations": storable(dict(event.correlations or {}),
+                                                                        f"of message {str(name)[:100]!r} correlations")}
 
 
 def _timers(workflow: BpmnWorkflow) -> list[dict[str, Any]]:
@@ -268,9 +279,13 @@ def _message_waits(workflow: BpmnWorkflow) -> list[Any]:
 
 
 def _end_event(workflow: BpmnWorkflow) -> Any:
-    ends = [
-        task
-        for task in workflow.get_tasks(state=TaskState.COMPLETED)
-        if isinstance(task.task_spec, EndEvent) and task.workflow is workflow
-    ]
-    return max(ends, key=lambda task: task.last_state_change, default=None)
+    """The end event that decides the outcome: a ``fail`` end reached anywhere in the main
+    process wins over any ``pass`` end (a side branch's end reached later turned a failed
+    assessment into a pass, an achievement for a fail); else the last end reached."""
+    ends = sorted(
+        (task for task in workflow.get_tasks(state=TaskState.COMPLETED)
+         if isinstance(task.task_spec, EndEvent) and task.workflow is workflow),
+        key=lambda task: task.last_state_change,
+    )
+    failed = [task for task in ends if properties(task.task_spec).get("outcome") == FAIL]
+    return (failed or ends or [None])[-1]

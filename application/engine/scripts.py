@@ -31,6 +31,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from types import CodeType
 from typing import Any
+from uuid import UUID
 
 from isodate import duration_isoformat
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
@@ -317,6 +318,34 @@ class RestrictedEnvironment(TaskDataEnvironment):
 
 
 MAX_DATA_DEPTH = 64
+
+
+def lenient(value: object, depth: int = 0) -> object:
+    """``value`` made storable whatever it holds, for the state of a step that failed: the
+    engine stops where the error left it, with what the failing script wrote (a set, a
+    date), and that state is kept for the record. Dates and durations become ISO 8601, other
+    collections lists, anything else its ``repr``; UUIDs and datetimes stay (the store
+    keeps them)."""
+    if value is None or isinstance(value, (bool, int, str, UUID, datetime)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+    if depth >= 2 * MAX_DATA_DEPTH:
+        return repr(value)[:1000]
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return duration_isoformat(value)
+    if isinstance(value, dict):
+        return {_lenient_key(key): lenient(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [lenient(item, depth + 1) for item in value]
+    return repr(value)[:1000]
+
+
+def _lenient_key(key: object) -> str:
+    text = key if isinstance(key, str) else repr(key)
+    return f"_{text}" if text == RESERVED_KEY else text  # the store would read it as an encoded value
 
 
 def storable(value: object, path: str, depth: int = 0) -> object:
