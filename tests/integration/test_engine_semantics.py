@@ -188,3 +188,22 @@ def test_a_fail_end_reached_is_not_overridden_by_a_side_branch_end(clocked: Work
     assert mid.status == "running"  # the reminder branch was still open
     assert (instance.status, instance.result, instance.end_element_id) == ("completed", "fail", "end_failed"), (
         instance.status, instance.result, instance.end_element_id)
+
+
+# -- only BPMN messages leave the process ------------------------------------------------------
+
+def test_a_signal_named_email_is_not_an_email(app: WorkflowService) -> None:
+    """Every thrown event was recorded as a message: a signal named ``email`` went to the
+    email outbox with the payload "None" and became an incident; a terminate end published a
+    message named None."""
+    signal = ('<bpmn:intermediateThrowEvent id="sig"><bpmn:incoming>f2</bpmn:incoming><bpmn:outgoing>f3</bpmn:outgoing>'
+              '<bpmn:signalEventDefinition id="sd" signalRef="sg" /></bpmn:intermediateThrowEvent>')
+    body = (S + ut("t", "f1", "f2") + signal + end("e", "pass", "f3")
+            + flow("f1", "s", "t") + flow("f2", "t", "sig") + flow("f3", "sig", "e"))
+    xml = proc(body, ["s", "t", "sig", "e"]).replace(b'<bpmn:process id="p"', b'<bpmn:signal id="sg" name="email" />'
+                                                                             b'<bpmn:process id="p"')
+    credential_id = deploy(app, xml)
+    instance_id = app.start_instance(LIN, credential_id)
+    app.complete_task(LIN, only_task(app, instance_id), {})
+    assert app.get_instance(instance_id).result == "pass"
+    assert [m for e in app.events.get(instance_id) for m in getattr(e, "messages", [])] == []
