@@ -32,6 +32,7 @@ from domain.errors import Conflict, IdTaken, InvalidInput, NotFound, Problem, Ve
 from domain.identity import Actor, group_key
 from domain.ids import definition_id, deployment_id, task_id
 from domain.instance import PASS, WorkflowInstance
+from domain.task import DELETED as TASK_DELETED
 from domain.task import WorkflowTask
 
 A = TypeVar("A")
@@ -301,6 +302,17 @@ class WorkflowApplication(Application[UUID]):
         instance = self.visible_instance(actor, instance_id)
         closed = instance.cancel(actor, reason)
         tasks = self._cancel_tasks(closed, reason="the instance was cancelled")
+        self.save_all(instance, *tasks)
+
+    def delete_instance(self, actor: Actor, instance_id: UUID) -> None:
+        """An admin removes an instance that has ended, and its tasks (INSTANCE_DELETED and
+        TASK_DELETED tell the rest of skillbase; an achievement of a pass is withdrawn with
+        it). Its events stay in the store, for the audit. Deleting it again changes nothing."""
+        instance = self.visible_instance(actor, instance_id)
+        instance.delete(actor)
+        tasks = [task for task in self.get_tasks(list(instance.all_tasks)) if task.status != TASK_DELETED]
+        for task in tasks:
+            task.delete(actor)
         self.save_all(instance, *tasks)
 
     # -- tasks -----------------------------------------------------------------------------

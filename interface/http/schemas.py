@@ -117,7 +117,7 @@ class Instance(msgspec.Struct):
     skill_id: str
     definition_id: UUID
     definition_version: int
-    status: Annotated[str, Meta(examples=["running", "completed", "cancelled", "failed"])]
+    status: Annotated[str, Meta(examples=["running", "completed", "cancelled", "failed", "deleted"])]
     result: Annotated[str | None, Meta(examples=["pass", "fail"])]
     started_at: datetime
     modified_at: datetime
@@ -137,10 +137,24 @@ class HistoryEntry(msgspec.Struct):
     summary: str = ""
 
 
+class Incident(msgspec.Struct):
+    """Something the service could not do on its own (an email SMTP refused for good, or
+    that failed for a day): an admin retries it (``POST …/incidents/{id}/retry``)."""
+
+    id: str
+    kind: Annotated[str, Meta(examples=["email"])]
+    reason: str
+    status: Annotated[str, Meta(examples=["open", "retried"])]
+    attempts: int
+    raised_at: datetime | None = None
+    retried_by: str | None = None
+
+
 class InstanceDetail(Instance):
     open_tasks: list[Task] = []
     history: list[HistoryEntry] = []
     evidence: list[FileRef] = []
+    incidents: list[Incident] = []
 
 
 class DefinitionVersionSummary(msgspec.Struct):

@@ -64,6 +64,10 @@ def instance_detail(
         open_tasks=[task(t) for t in open_tasks],
         history=[history_entry(e) for e in events],
         evidence=[file_ref(f) for f in i.evidence],
+        incidents=[schemas.Incident(id=n["id"], kind=n["kind"], reason=n["reason"], status=n["status"],
+                                    attempts=n["attempts"], raised_at=n.get("raised_at"),
+                                    retried_by=n.get("retried_by"))
+                   for n in i.incidents.values()],
     )
 
 

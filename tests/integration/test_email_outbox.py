@@ -366,3 +366,30 @@ def test_an_email_whose_record_fails_after_smtp_accepted_it_is_not_sent_again(se
     received = smtp_server.wait_for(2)
     assert len(received) == len({r.message["Message-ID"] for r in received}) == 2
     assert {row["status"] for row in worker.rows()} == {"sent"}
+
+
+def test_an_admin_sees_and_retries_an_incident_over_http(service, mail_settings, worker, smtp_server, schema_database):
+    """The domain could retry an incident, but nothing outside a Python shell could."""
+    from interface.http.testing import api_client, auth
+
+    smtp_server.reject(ASSESSORS, "550 5.1.1 No such mailbox")
+    instance_id = run_process(service, mail_settings, 85)
+    assert worker.run_once() == 1
+    admin, learner = auth(mail_settings, "admin-avi", ["admin"]), auth(mail_settings, LIN.user_id)
+    with api_client(mail_settings, service, schema_database) as client:
+        (incident,) = client.get(f"/instances/{instance_id}", headers=admin).json()["incidents"]
+        path = f"/instances/{instance_id}/incidents/{incident['id']}/retry"
+        refused = client.post(path, headers=learner)
+        smtp_server._handler.refusals.clear()
+        retried = client.post(path, headers=admin)
+        again = client.post(path, headers=admin)
+        unknown = client.post(f"/instances/{instance_id}/incidents/nope/retry", headers=admin)
+        (after,) = client.get(f"/instances/{instance_id}", headers=admin).json()["incidents"]
+    assert incident["kind"] == "email" and incident["status"] == "open" and "550" in incident["reason"]
+    assert refused.status_code == 403
+    assert retried.status_code == 200, retried.text
+    assert again.status_code == 409  # no longer open
+    assert unknown.status_code == 404
+    assert after["status"] == "retried" and after["retried_by"] == "admin-avi"
+    assert worker.run_once() == 1
+    assert [r.rcpt_tos for r in smtp_server.wait_for(2)] == [("lin@example.org",), (ASSESSORS,)]

@@ -61,6 +61,9 @@ CASES = [
     Case("GET", "/deployments/" + SKILL, (401, 403, 403, 403, 403, 200)),
     Case("POST", f"/deployments/{SKILL}/retire", (401, 403, 403, 403, 403, 200)),
     Case("POST", f"/deployments/{SKILL}/activate", (401, 403, 403, 403, 403, 200)),
+    # admins only, refused before the instance is looked up; the admin meets a running instance
+    Case("DELETE", "/instances/{w.instance}", (401, 403, 403, 403, 403, 409)),
+    Case("POST", "/instances/{w.instance}/incidents/none/retry", (401, 403, 403, 403, 403, 404)),
     Case("GET", "/audit/instance/{w.instance}", (401, 403, 403, 403, 403, 200)),
     Case("GET", "/audit/task/{w.task}", (401, 403, 403, 403, 403, 200)),
 ]

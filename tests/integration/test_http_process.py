@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -200,3 +201,31 @@ def test_deploy_honours_if_match_on_the_deployment(client: Any, app: Any, settin
     deployed = client.post(f"/definitions/{credential}/versions/1/deploy", headers={**admin, "If-Match": current})
     assert refused.status_code == 412, refused.text
     assert deployed.status_code == 200, deployed.text
+
+
+def test_an_admin_deletes_an_ended_instance_and_its_tasks(app: Any, settings: Any, schema_database: Any) -> None:
+    """INSTANCE_DELETED and TASK_DELETED are two of the twelve published events; nothing could
+    produce them."""
+    from application.queries import audit
+
+    load_example_catalog(app)
+    learner, admin = auth(settings, *LEARNER), auth(settings, "admin-al", ["admin"])
+    with api_client(settings, app, schema_database) as client:
+        instance_id = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
+                                  headers=learner).json()["id"]
+        by_learner = client.delete(f"/instances/{instance_id}", headers=learner)
+        running = client.delete(f"/instances/{instance_id}", headers=admin)
+        assert client.post(f"/instances/{instance_id}/cancel", json={"reason": "test"}, headers=learner).status_code == 200
+        deleted = client.delete(f"/instances/{instance_id}", headers=admin)
+        head = app.recorder.max_notification_id()
+        again = client.delete(f"/instances/{instance_id}", headers=admin)
+        missing = client.delete("/instances/00000000-0000-4000-8000-000000000000", headers=admin)
+    assert by_learner.status_code == 403
+    assert running.status_code == 409 and "cancel" in running.json()["detail"]
+    assert deleted.status_code == 200 and deleted.json()["status"] == "deleted", deleted.text
+    assert again.status_code == 200 and app.recorder.max_notification_id() == head  # nothing more
+    assert missing.status_code == 404
+    types = [c.type for c in audit.global_log(app, after=0, limit=1000)]
+    assert "SKILLBASE_WORKFLOW_INSTANCE_DELETED" in types and "SKILLBASE_WORKFLOW_TASK_DELETED" in types
+    instance = app.get_instance(UUID(instance_id))
+    assert all(task.status == "deleted" for task in app.get_tasks(list(instance.all_tasks)))

@@ -6,15 +6,16 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from litestar.di import NamedDependency
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from domain.errors import IdTaken, InvalidInput, Problem, Unavailable
 from domain.identity import Actor
 from domain.ids import command_id, scope_part
-from domain.instance import CANCELLED, WorkflowInstance
+from domain.instance import CANCELLED, DELETED, INCIDENT_RETRIED, WorkflowInstance
 from interface.http import schemas, views
 from interface.http.commands import Outcome, run_command
+from interface.http.controllers.definitions import require_admin
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
 from interface.http.pagination import Limit, WaitFor
 from interface.http.services import Services
@@ -105,6 +106,54 @@ class InstanceController(Controller):
             request, services, "cancel_instance", decide, payload=data, recover=recover,
             entity_of=lambda: service.visible_instance(actor, instance_id),
         )
+
+
+    @delete("/{instance_id:uuid}", status_code=200, responses=errors(*COMMAND_ERRORS),
+            summary="Delete an instance that has ended (admins)")
+    async def remove(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], instance_id: FromPath[UUID],
+        idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
+    ) -> Response[schemas.Instance]:
+        """Removes a completed, cancelled or failed instance and its tasks (a running one is a
+        409: cancel it first). Its events stay in the store for the audit; the rest of skillbase
+        hears `SKILLBASE_WORKFLOW_INSTANCE_DELETED` and `…_TASK_DELETED`. Again: no change."""
+        actor, service = request.user, services.service
+        require_admin(actor, "delete an instance")
+
+        def decide(_key: str | None) -> Outcome:
+            service.delete_instance(actor, instance_id)
+            return _outcome(service.current(WorkflowInstance, instance_id, "instance"))
+
+        def recover(_key: str | None) -> Outcome | None:
+            instance = service.visible_instance(actor, instance_id)
+            return _outcome(instance) if instance.status == DELETED else None
+
+        return await run_command(request, services, "delete_instance", decide, recover=recover,
+                                 entity_of=lambda: service.visible_instance(actor, instance_id))
+
+    @post("/{instance_id:uuid}/incidents/{incident_id:str}/retry", status_code=200,
+          responses=errors(*COMMAND_ERRORS), summary="Retry an incident (admins)")
+    async def retry_incident(
+        self, request: Request[Actor, Any, Any], services: NamedDependency[Services], instance_id: FromPath[UUID],
+        incident_id: FromPath[str], idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
+    ) -> Response[schemas.Instance]:
+        """Tries again what the service gave up on: an email goes back to the outbox with fresh
+        attempts. The incident must be open (409 otherwise); `GET /instances/{id}` lists them."""
+        actor, service = request.user, services.service
+        require_admin(actor, "retry an incident")
+
+        def decide(_key: str | None) -> Outcome:
+            service.retry_incident(actor, instance_id, incident_id)
+            return _outcome(service.current(WorkflowInstance, instance_id, "instance"))
+
+        def recover(_key: str | None) -> Outcome | None:
+            instance = service.visible_instance(actor, instance_id)
+            found = instance.incidents.get(incident_id) or {}
+            done = found.get("status") == INCIDENT_RETRIED and found.get("retried_by") == actor.user_id
+            return _outcome(instance) if done else None
+
+        return await run_command(request, services, "retry_incident", decide, recover=recover,
+                                 entity_of=lambda: service.visible_instance(actor, instance_id))
 
 
 def _outcome(instance: Any) -> Outcome:
