@@ -61,9 +61,12 @@ def test_concurrent_duplicates_have_one_effect(app: Any, settings: Any, schema_d
                 client.post("/instances", json={"credential_id": CREDENTIAL}, headers=headers) for _ in range(8)])
 
     responses = asyncio.run(send_eight())
-    assert {r.status_code for r in responses} == {201}
-    assert len({r.json()["id"] for r in responses}) == 1
-    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 7
+    # A duplicate waits up to 1 s for the first attempt's answer and replays it; on a machine
+    # so slow that a start takes longer, it gets 409 (retry shortly) instead: never a second start.
+    created = [r for r in responses if r.status_code == 201]
+    assert created and {r.status_code for r in responses} <= {201, 409}
+    assert len({r.json()["id"] for r in created}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in created) == len(created) - 1
     assert instances_of(app) == 1
 
 
