@@ -14,8 +14,6 @@ import re
 import unicodedata
 from email.utils import parseaddr
 
-import idna
-
 # Outside a quoted local part these never belong in one address: they separate addresses,
 # open comments or routes, or quote.
 _SPECIALS = frozenset('()<>[]:;@\\,"')
@@ -28,8 +26,7 @@ def address_problem(address: str, *, named: bool = False) -> str | None:
     The address is ``local@domain``: no whitespace or control characters anywhere, exactly
     one ``@`` with text on both sides, a local part that is either free of ``()<>[]:;@\\,"``
     or quoted whole (``"jean.smith"``), a domain free of those and of ``'``, and nothing a
-    parser would read differently; a domain outside ASCII needs an ASCII form (IDNA), which
-is how it is sent. ``named`` also accepts ``Name <local@domain>`` (for
+    parser would read differently. ``named`` also accepts ``Name <local@domain>`` (for
     addresses an admin configures), with a name a parser reads back as written.
     """
     if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in address):
@@ -49,11 +46,6 @@ is how it is sent. ``named`` also accepts ``Name <local@domain>`` (for
         return "its domain holds a character that separates or comments addresses"
     if parseaddr(address) != ("", address):
         return "it does not read back as one address"
-    if not domain.isascii():
-        try:  # how it is sent (application/mail/sender.py)
-            idna.encode(domain, uts46=True)
-        except idna.IDNAError:
-            return "its domain has no ASCII form (IDNA)"
     return None
 
 

@@ -9,10 +9,10 @@ A failure's reason ends up in a published incident, so it never names a recipien
 holds SMTP codes and the server's text, with every recipient address the server may echo
 replaced by ``<address>`` (``without_addresses``).
 
-Internationalised addresses: a recipient's domain is sent in its ASCII form (IDNA, UTS 46),
-which every server takes. A local part outside ASCII needs a server that offers SMTPUTF8
-(RFC 6531); one that does not never will for this email, so that is a permanent failure (an
-incident at once), not a day of retries.
+Internationalised addresses: a recipient's domain that is a valid IDNA 2008 name is sent in
+its ASCII form, which every server takes. A local part outside ASCII, or a domain with no
+such form, needs a server that offers SMTPUTF8 (RFC 6531); one that does not never will for
+this email, so that is a permanent failure (an incident at once), not a day of retries.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class SmtpSender:
 
     async def send(self, email: OutgoingEmail, date: datetime) -> None:
         given = email.to
-        email = msgspec.structs.replace(email, to=tuple(ascii_domain(address, given) for address in given))
+        email = msgspec.structs.replace(email, to=tuple(ascii_domain(address) for address in given))
         message = build_mime(email, self.mail_from, date)
         try:
             async with asyncio.timeout(self.total_timeout):
@@ -137,22 +137,22 @@ class SmtpSender:
             ) from None
 
 
-def ascii_domain(address: str, recipients: Iterable[str] = ()) -> str:
+def ascii_domain(address: str) -> str:
     """``address`` with its domain in ASCII (``lin@bücher.example`` → ``lin@xn--bcher-kva.example``,
-    also inside ``Name <…>``); the rest as written. A domain with no ASCII form (which the
-    address check refuses before) is a permanent failure."""
+    also inside ``Name <…>``) when the domain is a valid IDNA 2008 name exactly as written
+    (less case); the rest as written. No other mapping: UTS 46 would drop a zero-width space
+    or fold a fullwidth letter, and send to another mailbox than the one checked. A domain
+    with no such form (an emoji, an invisible character) goes as written, which needs a
+    server that offers SMTPUTF8."""
     named = address.endswith(">") and "<" in address
     head, bare = (address[:address.rindex("<") + 1], address[address.rindex("<") + 1:-1]) if named else ("", address)
     local, at, domain = bare.rpartition("@")
     if not at or domain.isascii():
         return address
     try:
-        encoded = idna.encode(domain, uts46=True).decode("ascii")
+        encoded = idna.encode(domain.lower(), uts46=False).decode("ascii")
     except idna.IDNAError:
-        raise MailDeliveryFailed(
-            without_addresses("a recipient's domain has no ASCII form (IDNA)", (address, bare, *recipients)),
-            permanent=True,
-        ) from None
+        return address
     return f"{head}{local}@{encoded}{'>' if named else ''}"
 
 
