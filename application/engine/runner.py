@@ -23,7 +23,7 @@ from SpiffWorkflow.util.task import TaskState
 from application.engine import serializer
 from application.engine.clock import engine_clock, fire
 from application.engine.conventions import FORM_PROPERTY, properties
-from application.engine.scripts import lenient, restricted_script_engine, storable
+from application.engine.scripts import lenient, restricted_script_engine
 from application.engine.spec_cache import SpecCache
 from domain.errors import Conflict
 from domain.instance import FAIL
@@ -195,6 +195,9 @@ class Engine:
 
     def _facts(self, workflow: BpmnWorkflow) -> Step:
         messages = [_message(event) for event in workflow.get_events() if _is_message(event)]
+        # SpiffWorkflow keeps a message's correlation values in the workflow as they came (a
+        # date): stored with the state, they failed every save. Kept as the message keeps them.
+        workflow.correlations = lenient(dict(workflow.correlations or {}))
         finished = workflow.is_completed()
         end = _end_event(workflow) if finished else None
         return Step(
@@ -247,13 +250,14 @@ def _is_message(event: Any) -> bool:
 
 
 def _message(event: Any) -> dict[str, Any]:
-    """A thrown message as it is stored. Its payload is data like a task's: dates become
-    ISO 8601, and a value the store cannot hold (a set) fails the step, with where it is,
-    instead of failing every save of the step after it."""
-    name = event.event_definition.name
-    payload = storable(event.payload, f"of message {str(name)[:100]!r}")
-    return {"name": name, "payload": payload, "correlations": storable(dict(event.correlations or {}),
-                                                                        f"of message {str(name)[:100]!r} correlations")}
+    """A thrown message as it is stored: its payload and correlations made storable (dates as
+    ISO 8601, keys as text, a set as a list, anything else its repr), as JSON would have
+    kept them; a date made the save of the step fail on every retry."""
+    return {
+        "name": event.event_definition.name,
+        "payload": lenient(event.payload),
+        "correlations": lenient(dict(event.correlations or {})),
+    }
 
 
 def _timers(workflow: BpmnWorkflow) -> list[dict[str, Any]]:

@@ -326,7 +326,9 @@ def lenient(value: object, depth: int = 0) -> object:
     date), and that state is kept for the record. Dates and durations become ISO 8601, other
     collections lists, anything else its ``repr``; UUIDs and datetimes stay (the store
     keeps them)."""
-    if value is None or isinstance(value, (bool, int, str, UUID, datetime)):
+    if isinstance(value, str):
+        return value if _encodable(value) else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if value is None or isinstance(value, (bool, int, UUID, datetime)):
         return value
     if isinstance(value, float):
         return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
@@ -344,8 +346,17 @@ def lenient(value: object, depth: int = 0) -> object:
 
 
 def _lenient_key(key: object) -> str:
-    text = key if isinstance(key, str) else repr(key)
+    text = lenient(key) if isinstance(key, str) else str(key) if isinstance(key, (int, float, bool)) else repr(key)
     return f"_{text}" if text == RESERVED_KEY else text  # the store would read it as an encoded value
+
+
+def _encodable(text: str) -> bool:
+    """No unpaired surrogate: the store writes text as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def storable(value: object, path: str, depth: int = 0) -> object:
@@ -353,7 +364,11 @@ def storable(value: object, path: str, depth: int = 0) -> object:
     (``timedelta`` a duration, ``P14D``); a value JSON cannot hold (a set, a number that is
     not finite, a key that is not a string, anything else a script made) is the script's
     error, named with where it is, instead of a save that fails on every retry."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, str):
+        if not _encodable(value):
+            raise ValueError(f"task data {path} holds an unpaired surrogate: it cannot be stored as text")
+        return value
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):

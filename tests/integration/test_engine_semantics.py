@@ -207,3 +207,66 @@ def test_a_signal_named_email_is_not_an_email(app: WorkflowService) -> None:
     app.complete_task(LIN, only_task(app, instance_id), {})
     assert app.get_instance(instance_id).result == "pass"
     assert [m for e in app.events.get(instance_id) for m in getattr(e, "messages", [])] == []
+
+
+# -- values the store cannot hold, wherever the engine keeps them (review of the fixes) ------------
+
+def _send(payload: str) -> str:
+    return ('<bpmn:sendTask id="send" messageRef="msg_note"><bpmn:extensionElements><spiffworkflow:messagePayload>'
+            f'{payload}</spiffworkflow:messagePayload></bpmn:extensionElements>'
+            '<bpmn:incoming>f2</bpmn:incoming><bpmn:outgoing>f3</bpmn:outgoing></bpmn:sendTask>')
+
+
+def _with_note_message(xml: bytes) -> bytes:
+    return xml.replace(b'<bpmn:process id="p"', b'<bpmn:message id="msg_note" name="note" /><bpmn:process id="p"')
+
+
+@pytest.mark.parametrize(("payload", "stored"), [
+    ("{1: 'low', 2: 'high'}", {"1": "low", "2": "high"}),  # as JSON keeps them; "keys must be strings" failed it
+    ("{'tags': set(['a'])}", {"tags": ["a"]}),
+    ("'just text'", "just text"),
+])
+def test_a_message_payload_is_kept_as_json_would_keep_it(app: WorkflowService, payload: str, stored: Any) -> None:
+    body = (S + ut("t", "f1", "f2") + _send(payload) + end("e", "pass", "f3")
+            + flow("f1", "s", "t") + flow("f2", "t", "send") + flow("f3", "send", "e"))
+    credential_id = deploy(app, _with_note_message(proc(body, ["s", "t", "send", "e"])))
+    instance_id = app.start_instance(LIN, credential_id)
+    app.complete_task(LIN, only_task(app, instance_id), {})
+    assert app.get_instance(instance_id).result == "pass"
+    (note,) = [m for e in app.events.get(instance_id) for m in getattr(e, "messages", []) if m["name"] == "note"]
+    assert note["payload"] == stored
+
+
+def test_a_date_in_a_message_correlation_is_kept_as_text_not_a_500(app: WorkflowService) -> None:
+    """SpiffWorkflow keeps a thrown message's correlation values in the workflow as they came:
+    a date there failed every save of the step, on every start."""
+    from pathlib import Path
+
+    bundle = (Path(__file__).resolve().parents[1] / "fixtures" / "bpmn" / "correlated-on-a-nul.bpmn").read_bytes()
+    dated = bundle.replace(b"{'when': when}", b"{'when': date(2026, 1, 1)}")
+    assert dated != bundle
+    _skill, credential_id = load_example_catalog(app)
+    app.deploy_definition_version(ADMIN, credential_id,
+                                  app.upload_definition_version(ADMIN, credential_id, {"dated.bpmn": dated}))
+    instance = app.get_instance(app.start_instance(LIN, credential_id))
+    assert instance.status == "running"  # waits for the reply, correlated on "2026-01-01"
+
+
+def test_an_unpaired_surrogate_in_a_failed_start_fails_the_instance_not_the_start(app: WorkflowService) -> None:
+    body = (S + '<bpmn:scriptTask id="sc"><bpmn:incoming>f1</bpmn:incoming><bpmn:outgoing>f2</bpmn:outgoing>'
+            "<bpmn:script>tag = '\\ud800'\nboom = 1 / 0</bpmn:script></bpmn:scriptTask>"
+            + ut("t", "f2", "f3") + end("e", "pass", "f3")
+            + flow("f1", "s", "sc") + flow("f2", "sc", "t") + flow("f3", "t", "e"))
+    credential_id = deploy(app, proc(body, ["s", "sc", "t", "e"]))
+    instance = app.get_instance(app.start_instance(LIN, credential_id))
+    assert instance.status == "failed" and "ZeroDivisionError" in instance.error
+
+
+def test_an_unpaired_surrogate_a_script_leaves_fails_the_step(app: WorkflowService) -> None:
+    body = (S + '<bpmn:scriptTask id="sc"><bpmn:incoming>f1</bpmn:incoming><bpmn:outgoing>f2</bpmn:outgoing>'
+            "<bpmn:script>tag = '\\ud800'</bpmn:script></bpmn:scriptTask>"
+            + ut("t", "f2", "f3") + end("e", "pass", "f3")
+            + flow("f1", "s", "sc") + flow("f2", "sc", "t") + flow("f3", "t", "e"))
+    credential_id = deploy(app, proc(body, ["s", "sc", "t", "e"]))
+    instance = app.get_instance(app.start_instance(LIN, credential_id))
+    assert instance.status == "failed" and "unpaired surrogate" in instance.error
