@@ -19,7 +19,7 @@ from application.app import WorkflowApplication
 from application.message_commands import retry_on_conflict
 from domain.errors import NotFound
 from domain.identity import Actor
-from domain.instance import WorkflowInstance
+from domain.instance import DELETED, WorkflowInstance
 
 MAX_NAME = 255
 LOG_PAGE = 1000
@@ -106,6 +106,8 @@ class FileCommands(WorkflowApplication):
     def _may_read_files(self, actor: Actor, instance: Any) -> bool:
         if instance.can_view(actor):
             return True
+        if instance.status == DELETED:  # admins only, and they can view it
+            return False
         tasks = self.get_tasks(list(instance.all_tasks))
         # Whoever a task is assigned to may read what they assess: an admin may
         # reassign a task to someone outside its group, who must see the evidence to do it.

@@ -187,7 +187,8 @@ class WorkflowInstance(Aggregate):
         return dict(self.engine_state.get("data", {}))
 
     def can_view(self, actor: Actor) -> bool:
-        return actor.is_admin or actor.user_id == self.user_id
+        """Its learner and admins; a deleted instance admins only (its events stay, for the audit)."""
+        return actor.is_admin or (actor.user_id == self.user_id and self.status != DELETED)
 
     def has_received(self, message_id: str) -> bool:
         return message_id in self.received_messages

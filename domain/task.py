@@ -154,11 +154,9 @@ class WorkflowTask(Aggregate):
         return self.candidate_group is None
 
     def can_view(self, actor: Actor) -> bool:
-        return (
-            actor.is_admin
-            or actor.user_id in (self.assignee, self.learner_id)
-            or actor.is_member(self.candidate_group)
-        )
+        """Admins; else, unless it was deleted, its learner, its assignee and its group."""
+        return actor.is_admin or (self.status != DELETED and (
+            actor.user_id in (self.assignee, self.learner_id) or actor.is_member(self.candidate_group)))
 
     # -- commands: decide, then record ---------------------------------------------------
 

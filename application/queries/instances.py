@@ -21,12 +21,12 @@ def list_instances(
     store: ReadStore, *, user_id: str | None = None, status: str | None = None, result: str | None = None,
     credential_id: str | None = None, skill_id: str | None = None,
     started_after: datetime | None = None, started_before: datetime | None = None,
-    ended_after: datetime | None = None, ended_before: datetime | None = None,
+    ended_after: datetime | None = None, ended_before: datetime | None = None, with_deleted: bool = True,
     limit: int = 50, cursor: str | None = None, wait_for: int | None = None, timeout: float = 5.0,
 ) -> Page:
     limit = clamp_limit(limit)
     start = decode_cursor("instances", cursor, len(SORT))
-    filters: list[sql.Composable] = []
+    filters: list[sql.Composable] = [] if with_deleted else [sql.SQL("status <> 'deleted'")]
     values: list[Any] = []
     for column, value in (("user_id", user_id), ("status", status), ("result", result),
                           ("credential_id", credential_id), ("skill_id", skill_id)):

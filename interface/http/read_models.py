@@ -97,7 +97,8 @@ class ReadModels:
             raise NotAllowed("only an admin can list another user's instances")
         owner = user_id if actor.is_admin else actor.user_id
         page = patiently(instances.list_instances, self.store, user_id=owner, status=status, credential_id=credential_id,
-                                        limit=limit, cursor=cursor, wait_for=wait_for)
+                         with_deleted=actor.is_admin,  # a deleted instance is gone for all but the audit
+                         limit=limit, cursor=cursor, wait_for=wait_for)
         return schemas.InstancePage(items=[_struct(schemas.InstanceSummary, r) for r in page.items],
                                     next_cursor=page.next_cursor)
 

@@ -210,7 +210,7 @@ def test_an_admin_deletes_an_ended_instance_and_its_tasks(app: Any, settings: An
 
     load_example_catalog(app)
     learner, admin = auth(settings, *LEARNER), auth(settings, "admin-al", ["admin"])
-    with api_client(settings, app, schema_database) as client:
+    with api_client(settings, app, schema_database, run_projections=True) as client:
         instance_id = client.post("/instances", json={"credential_id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"},
                                   headers=learner).json()["id"]
         by_learner = client.delete(f"/instances/{instance_id}", headers=learner)
@@ -220,11 +220,21 @@ def test_an_admin_deletes_an_ended_instance_and_its_tasks(app: Any, settings: An
         head = app.recorder.max_notification_id()
         again = client.delete(f"/instances/{instance_id}", headers=admin)
         missing = client.delete("/instances/00000000-0000-4000-8000-000000000000", headers=admin)
+        task_id = app.get_instance(UUID(instance_id)).all_tasks[0]
+        seen_by = {who: (client.get(f"/instances/{instance_id}", headers=headers).status_code,
+                         client.get(f"/instances/{instance_id}/files", headers=headers).status_code,
+                         client.get(f"/tasks/{task_id}", headers=headers).status_code)
+                   for who, headers in (("learner", learner), ("admin", admin))}
+        position = {"wait_for": app.recorder.max_notification_id()}
+        listed = {who: [i["id"] for i in client.get("/instances", params={**position, **extra}, headers=headers).json()["items"]]
+                  for who, headers, extra in (("learner", learner, {}), ("admin", admin, {"user_id": LEARNER[0]}))}
     assert by_learner.status_code == 403
     assert running.status_code == 409 and "cancel" in running.json()["detail"]
     assert deleted.status_code == 200 and deleted.json()["status"] == "deleted", deleted.text
     assert again.status_code == 200 and app.recorder.max_notification_id() == head  # nothing more
     assert missing.status_code == 404
+    assert seen_by == {"learner": (404, 404, 404), "admin": (200, 200, 200)}  # gone for all but the audit
+    assert listed == {"learner": [], "admin": [instance_id]}
     types = [c.type for c in audit.global_log(app, after=0, limit=1000)]
     assert "SKILLBASE_WORKFLOW_INSTANCE_DELETED" in types and "SKILLBASE_WORKFLOW_TASK_DELETED" in types
     instance = app.get_instance(UUID(instance_id))
