@@ -8,7 +8,7 @@ import importlib
 import logging
 import sys
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # What an operator mends, not a bug: a bad setting (ValueError from the settings), a
 # database or file store that does not answer. One line and exit 1, not a traceback.
 OPERATOR_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The skillbase workflow service. Settings come from SKILLBASE_WORKFLOW_* variables.",
     )
     parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
-                        help="DEBUG (also shows the traceback of a failure), INFO, WARNING (default) or ERROR")
+                        help="DEBUG (also shows the traceback of a failure), INFO, WARNING (default), ERROR or CRITICAL")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"interface.commands.{name}").register(subparsers)

@@ -145,6 +145,16 @@ def _decide(
         service.expect_versions({})
 
 
+def last_by(service: Any, aggregate_id: Any, fact: str, **fields: Any) -> str | None:
+    """Who recorded the aggregate's last ``fact`` whose ``fields`` match: a ``recover``
+    answers an earlier effect only to the user who made it (the state does not say)."""
+    found = None
+    for event in service.events.get(aggregate_id):
+        if type(event).__name__ == fact and all(getattr(event, k, None) == v for k, v in fields.items()):
+            found = getattr(event, "by", None)
+    return found
+
+
 def check_if_match(header: str, version: int) -> bool:
     """``If-Match: "<version>"`` (or a list of them, or ``*``) against the entity's version;
     True when the header named versions (not ``*``)."""

@@ -401,3 +401,28 @@ def test_a_start_key_whose_answer_was_lost_sent_with_another_credential_is_a_422
     assert first.status_code == 201
     assert other.status_code == 422, other.text
     assert other.json()["errors"][0]["path"] == "header:Idempotency-Key"
+
+
+@pytest.mark.parametrize("command", ["upload", "deploy", "retire"])
+def test_another_admins_change_is_not_answered_as_this_admins_retry(
+    app: Any, settings: Any, schema_database: Any, command: str
+) -> None:
+    """Admin B with a stale If-Match and a fresh key got 200 for what admin A did; without the
+    key the same request is 412."""
+    load_example_catalog(app)
+    first, second = auth(settings, "admin-al", ["admin"]), auth(settings, "admin-bo", ["admin"])
+    with api_client(settings, app, schema_database) as client:
+        if command == "deploy":
+            assert client.post(f"/definitions/{CREDENTIAL}/versions", json={"files": second_bundle()},
+                               headers=first).status_code == 201
+        entity = f"/definitions/{CREDENTIAL}" if command == "upload" else f"/deployments/{SKILL}"
+        stale = client.get(entity, headers=second).headers["etag"]
+        path, body = {
+            "upload": (f"/definitions/{CREDENTIAL}/versions", {"files": second_bundle()}),
+            "deploy": (f"/definitions/{CREDENTIAL}/versions/2/deploy", None),
+            "retire": (f"/deployments/{SKILL}/retire", None),
+        }[command]
+        assert client.post(path, json=body, headers=first).status_code in (200, 201)
+        keyed = client.post(path, json=body, headers={**second, "If-Match": stale, "Idempotency-Key": "b-1"})
+        plain = client.post(path, json=body, headers={**second, "If-Match": stale})
+    assert keyed.status_code == plain.status_code == 412, keyed.text

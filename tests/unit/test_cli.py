@@ -15,6 +15,14 @@ def test_an_unknown_log_level_is_a_usage_error(capsys) -> None:
     assert "invalid choice: 'BOGUS'" in capsys.readouterr().err
 
 
+def test_every_logging_level_name_is_accepted_in_any_case(monkeypatch) -> None:
+    monkeypatch.setenv("SKILLBASE_WORKFLOW_WORKER_POLL_MS", "abc")  # the command then ends at once
+    for level in ("debug", "INFO", "Warning", "error", "critical"):
+        if level == "debug":
+            continue  # shows the traceback instead (below)
+        assert main(["--log-level", level, "timers", "run"]) == 1
+
+
 def test_a_bad_setting_is_one_line_naming_it(monkeypatch, capsys) -> None:
     monkeypatch.setenv("SKILLBASE_WORKFLOW_WORKER_POLL_MS", "abc")
     assert main(["timers", "run"]) == 1

@@ -15,7 +15,7 @@ from application.engine.bundle import bundle_sha256
 from domain.errors import NotAllowed, Unavailable
 from domain.identity import Actor
 from interface.http import schemas, views
-from interface.http.commands import Outcome, run_command
+from interface.http.commands import Outcome, last_by, run_command
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
 from interface.http.pagination import Limit, WaitFor
 from interface.http.services import Services
@@ -95,7 +95,7 @@ class DefinitionController(Controller):
             # The version moved on past the If-Match: this very bundle may be what moved it.
             definition = service.get_definition(credential_id)
             version = definition.find_version_by_sha256(bundle_sha256(files))
-            if version is None:
+            if version is None or version.added_by != actor.user_id:  # only this admin's own upload
                 return None
             return answer(definition, version.number, _added_last(definition, version.number, actor))
 
@@ -124,6 +124,8 @@ class DefinitionController(Controller):
             pin = deployment.pins.get(credential_id)
             if deployment.deleted or pin is None or (pin["definition_id"], pin["version"]) != (definition.id, number):
                 return None
+            if last_by(service, deployment.id, "DefinitionPinned", credential_id=credential_id) != actor.user_id:
+                return None  # another admin's pin: this request's If-Match no longer holds
             return Outcome(views.deployment(deployment), 200, views.etag(deployment))
 
         return await run_command(

@@ -13,7 +13,7 @@ from domain.deployment import ACTIVE, RETIRED
 from domain.errors import Unavailable
 from domain.identity import Actor
 from interface.http import schemas, views
-from interface.http.commands import Outcome, run_command
+from interface.http.commands import Outcome, last_by, run_command
 from interface.http.controllers.definitions import require_admin
 from interface.http.openapi import COMMAND_ERRORS, IdempotencyKey, IfMatch, errors
 from interface.http.pagination import Limit, WaitFor
@@ -78,6 +78,8 @@ async def _set_status(
         deployment = service.get_deployment(skill_id)
         if deployment.deleted or deployment.status != status:
             return None
+        if last_by(service, deployment.id, "StatusChanged", status=status) != actor.user_id:
+            return None  # another admin's change: this request's If-Match no longer holds
         return Outcome(views.deployment(deployment), 200, views.etag(deployment))
 
     return await run_command(request, services, f"{'activate' if status == ACTIVE else 'retire'}_deployment",
