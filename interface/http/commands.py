@@ -19,7 +19,7 @@ from litestar import Request, Response
 
 from application.idempotency import KeyInProgress, KeyReused
 from domain.errors import Conflict, InvalidInput, Problem, WorkflowError
-from interface.http.problems import PreconditionFailed
+from interface.http.problems import PreconditionFailed, problem
 from interface.http.services import Services
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -101,8 +101,10 @@ async def run_command(
         status, headers, body, result = await services.run(execute)
     except KeyInProgress:
         services.metrics.commands.labels(name, "key_in_progress").inc()
-        # What a twin file upload gets too (docs/api.md): the first attempt's answer is not known yet.
-        raise Conflict("a request with this Idempotency-Key is still being handled: retry shortly") from None
+        # The first attempt's answer is not known yet: a 409 with Retry-After (as the IETF
+        # Idempotency-Key draft asks), so that a client's own retry logic comes back for it.
+        return problem(request, 409, "a request with this Idempotency-Key is still being handled: retry shortly",
+                       headers={"Retry-After": "1"})
     except KeyReused:
         services.metrics.commands.labels(name, "key_reused").inc()
         raise InvalidInput(
