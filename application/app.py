@@ -7,7 +7,6 @@ decided is recorded in events (ADR 0002).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import EnvType
 
+from application.database import lock_key
 from application.engine.runner import Engine, ReadyTask, SpecRef, Step
 from application.forms import file_references, validate_form
 from application.repository import Repository, replay
@@ -61,8 +61,7 @@ def _one_creator_at_a_time(factory: Any) -> Iterator[None]:
         dbname=kwargs.get("dbname"), host=kwargs.get("host"), port=kwargs.get("port"),
         user=kwargs.get("user"), password=kwargs.get("password") or None,
     )
-    key = int.from_bytes(hashlib.blake2b(f"skillbase-workflow/{datastore.schema}/create-tables".encode(),
-                                         digest_size=8).digest(), "big", signed=True)
+    key = lock_key(datastore.schema, "create-tables")
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (key,))
         yield  # the lock goes with the connection

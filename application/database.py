@@ -7,6 +7,7 @@ talks to it over its Unix socket. Embedded and production run the same code afte
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -27,6 +28,13 @@ LOCK_SESSION_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_i
 # single row (a due time, a kept message) is blamed or backed off for them.
 DATABASE_LOST = (psycopg.OperationalError, psycopg.InterfaceError,
                  persistence.OperationalError, persistence.InterfaceError)
+
+
+def lock_key(schema: str, name: str) -> int:
+    """A stable 64-bit advisory lock key for ``name`` in ``schema`` (the read models' runners,
+    table creation, one stored file); the Kafka relay keys its own (interface/kafka)."""
+    digest = hashlib.blake2b(f"skillbase-workflow/{schema}/{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ attach at the same moment are each tried again on the instance's fresh state.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 from uuid import UUID
 
 from application.app import WorkflowApplication
+from application.database import lock_key
 from application.message_commands import retry_on_conflict
 from domain.errors import NotFound
 from domain.identity import Actor
@@ -73,10 +73,8 @@ class FileCommands(WorkflowApplication):
         """Holds a transaction-scoped advisory lock on one stored file: an upload's retry
         adopting a file and housekeeping deleting it take turns (application/files/housekeeping.py)."""
         datastore = self.recorder.datastore
-        name = f"skillbase-workflow/{datastore.schema}/file/{str(file_id).lower()}"
-        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
         with datastore.transaction(commit=False) as curs:
-            curs.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(datastore.schema, f"file/{str(file_id).lower()}"),))
             yield
 
     def readable_file(self, actor: Actor, instance_id: UUID, file_id: str) -> dict[str, Any]:

@@ -7,12 +7,12 @@ leaves nothing behind, and the next step starts again from the stored position.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from application.database import lock_key
 from projections import position as positions
 from projections.batch import apply_batch
 from projections.log import EventLog
@@ -96,7 +96,3 @@ def ensure_tables(conn: psycopg.Connection[Any], log: EventLog, projection: Proj
         positions.ensure(cur, positions.tracking_table(projection.name), log.schema, suffix, log.application_name)
 
 
-def lock_key(schema: str, name: str) -> int:
-    """A stable 64-bit advisory lock key for ``name`` in ``schema``."""
-    digest = hashlib.blake2b(f"skillbase-workflow/{schema}/{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
