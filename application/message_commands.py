@@ -31,6 +31,7 @@ from application.app import WorkflowApplication
 from application.backoff import backoff_delay
 from application.database import DATABASE_LOST
 from application.outbox.tables import INBOUND, WAITS, ensure_tables, q
+from application.text import utf8_encodable
 from application.transcoder import RESERVED_KEY, RESERVED_KEY_PROBLEM
 from domain.errors import Conflict, InvalidInput, NotAllowed, Problem, WorkflowError
 from domain.identity import Actor
@@ -425,9 +426,7 @@ def _string_problem(value: Any) -> str:
         return "not a string"
     if "\x00" in value:
         return "contains a NUL character"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+    if not utf8_encodable(value):
         return "is not valid Unicode text (unpaired surrogate)"
     return ""
 

@@ -38,6 +38,7 @@ from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnvironment
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 
+from application.text import utf8_encodable
 from application.transcoder import RESERVED_KEY, RESERVED_KEY_PROBLEM
 from domain.errors import Problem, ScriptRejected, WorkflowError
 
@@ -327,7 +328,7 @@ def lenient(value: object, depth: int = 0) -> object:
     collections lists, anything else its ``repr``; UUIDs and datetimes stay (the store
     keeps them)."""
     if isinstance(value, str):
-        return value if _encodable(value) else value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value if utf8_encodable(value) else value.encode("utf-8", "backslashreplace").decode("utf-8")
     if value is None or isinstance(value, (bool, int, UUID, datetime)):
         return value
     if isinstance(value, float):
@@ -350,22 +351,13 @@ def _lenient_key(key: object) -> str:
     return f"_{text}" if text == RESERVED_KEY else text  # the store would read it as an encoded value
 
 
-def _encodable(text: str) -> bool:
-    """No unpaired surrogate: the store writes text as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def storable(value: object, path: str, depth: int = 0) -> object:
     """``value`` as task data can be stored: JSON. Dates and times become ISO 8601 strings
     (``timedelta`` a duration, ``P14D``); a value JSON cannot hold (a set, a number that is
     not finite, a key that is not a string, anything else a script made) is the script's
     error, named with where it is, instead of a save that fails on every retry."""
     if isinstance(value, str):
-        if not _encodable(value):
+        if not utf8_encodable(value):
             raise ValueError(f"task data {path} holds an unpaired surrogate: it cannot be stored as text")
         return value
     if value is None or isinstance(value, (bool, int)):

@@ -29,6 +29,7 @@ from application.mail.address import address_problem
 from application.mail.message import OutgoingEmail
 from application.mail.sender import MailDeliveryFailed
 from application.mail.templates import MailTemplates
+from application.text import storable_text
 from domain.errors import InvalidInput
 from domain.identity import group_key
 
@@ -50,7 +51,7 @@ def storable_payload(payload: Any) -> dict[str, Any]:
         value = payload.get(field)
         if value is None:
             continue
-        if isinstance(value, str) and _storable(value):
+        if isinstance(value, str) and storable_text(value):
             kept[field] = value
         else:
             unusable.append(field)
@@ -59,14 +60,6 @@ def storable_payload(payload: Any) -> dict[str, Any]:
     return kept
 
 
-def _storable(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # an unpaired surrogate
-        return False
-    return True
 
 
 def payload_problem(payload: Any) -> str | None:

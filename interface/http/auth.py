@@ -25,6 +25,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from application.mail.address import address_problem
 from application.settings import Settings
+from application.text import storable_text
 from domain.identity import Actor, group_key
 
 DEV_KEY_FILE = "dev-jwt-hs256.key"
@@ -99,17 +100,6 @@ class Verifier:
         raise jwt.InvalidKeyError(f"no key with kid {kid!r}")
 
 
-def _storable(text: str) -> bool:
-    """Text PostgreSQL can hold and compare: no NUL, no unpaired surrogate."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
     """The actor a verified token names; a ``sub`` that is blank, holds NUL or an unpaired
     surrogate or is longer than 255 characters refuses the token (401), and so does a group
@@ -124,7 +114,7 @@ def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
     ``lin@exa mple.org`` is never read as ``lin@example.org``, another learner's mailbox.
     """
     sub, email = claims.get("sub"), claims.get("email")
-    if not isinstance(sub, str) or not sub.strip() or not _storable(sub) or len(sub) > MAX_SUB_CHARS:
+    if not isinstance(sub, str) or not sub.strip() or not storable_text(sub) or len(sub) > MAX_SUB_CHARS:
         raise NotAuthorizedException("the token has no usable 'sub'", headers=CHALLENGE)
     if isinstance(email, str) and email and address_problem(email):
         raise NotAuthorizedException("the token's email claim is not an address", headers=CHALLENGE)
@@ -133,7 +123,7 @@ def actor_from_claims(claims: dict[str, Any], admin_group: str) -> Actor:
         groups = [groups]
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise NotAuthorizedException("'groups' must be a list of strings", headers=CHALLENGE)
-    if not all(_storable(g) for g in groups):  # every list of the user's tasks would fail on it
+    if not all(storable_text(g) for g in groups):  # every list of the user's tasks would fail on it
         raise NotAuthorizedException("'groups' holds a name with a NUL or an unpaired surrogate", headers=CHALLENGE)
     return Actor(
         user_id=sub,
