@@ -59,6 +59,15 @@ def deploy(app: WorkflowService, xml: bytes) -> str:
     return credential_id
 
 
+def deploy_script_first(app: WorkflowService, script: str) -> str:
+    """A process whose script task runs before its first user task (so at the start)."""
+    body = (S + '<bpmn:scriptTask id="sc"><bpmn:incoming>f1</bpmn:incoming><bpmn:outgoing>f2</bpmn:outgoing>'
+            f"<bpmn:script>{script}</bpmn:script></bpmn:scriptTask>"
+            + ut("t", "f2", "f3") + end("e", "pass", "f3")
+            + flow("f1", "s", "sc") + flow("f2", "sc", "t") + flow("f3", "t", "e"))
+    return deploy(app, proc(body, ["s", "sc", "t", "e"]))
+
+
 def only_task(app: WorkflowService, instance_id: Any) -> Any:
     (task,) = app.get_instance(instance_id).open_tasks
     return task
@@ -67,11 +76,7 @@ def only_task(app: WorkflowService, instance_id: Any) -> Any:
 # -- a script error before the first wait makes every start a 500 ----------------------------
 
 def test_a_script_error_before_the_first_user_task_fails_the_instance_not_the_start(app: WorkflowService) -> None:
-    body = (S + '<bpmn:scriptTask id="sc"><bpmn:incoming>f1</bpmn:incoming><bpmn:outgoing>f2</bpmn:outgoing>'
-            "<bpmn:script>tags = set(['a'])</bpmn:script></bpmn:scriptTask>"
-            + ut("t", "f2", "f3") + end("e", "pass", "f3")
-            + flow("f1", "s", "sc") + flow("f2", "sc", "t") + flow("f3", "t", "e"))
-    credential_id = deploy(app, proc(body, ["s", "sc", "t", "e"]))
+    credential_id = deploy_script_first(app, "tags = set(['a'])")
     instance_id = app.start_instance(LIN, credential_id)  # raised TranscodingNotRegisteredError: a 500 on every start
     instance = app.get_instance(instance_id)
     assert instance.status == "failed" and "is a set" in instance.error
@@ -253,20 +258,10 @@ def test_a_date_in_a_message_correlation_is_kept_as_text_not_a_500(app: Workflow
 
 
 def test_an_unpaired_surrogate_in_a_failed_start_fails_the_instance_not_the_start(app: WorkflowService) -> None:
-    body = (S + '<bpmn:scriptTask id="sc"><bpmn:incoming>f1</bpmn:incoming><bpmn:outgoing>f2</bpmn:outgoing>'
-            "<bpmn:script>tag = '\\ud800'\nboom = 1 / 0</bpmn:script></bpmn:scriptTask>"
-            + ut("t", "f2", "f3") + end("e", "pass", "f3")
-            + flow("f1", "s", "sc") + flow("f2", "sc", "t") + flow("f3", "t", "e"))
-    credential_id = deploy(app, proc(body, ["s", "sc", "t", "e"]))
-    instance = app.get_instance(app.start_instance(LIN, credential_id))
+    instance = app.get_instance(app.start_instance(LIN, deploy_script_first(app, "tag = '\\ud800'\nboom = 1 / 0")))
     assert instance.status == "failed" and "ZeroDivisionError" in instance.error
 
 
 def test_an_unpaired_surrogate_a_script_leaves_fails_the_step(app: WorkflowService) -> None:
-    body = (S + '<bpmn:scriptTask id="sc"><bpmn:incoming>f1</bpmn:incoming><bpmn:outgoing>f2</bpmn:outgoing>'
-            "<bpmn:script>tag = '\\ud800'</bpmn:script></bpmn:scriptTask>"
-            + ut("t", "f2", "f3") + end("e", "pass", "f3")
-            + flow("f1", "s", "sc") + flow("f2", "sc", "t") + flow("f3", "t", "e"))
-    credential_id = deploy(app, proc(body, ["s", "sc", "t", "e"]))
-    instance = app.get_instance(app.start_instance(LIN, credential_id))
+    instance = app.get_instance(app.start_instance(LIN, deploy_script_first(app, "tag = '\\ud800'")))
     assert instance.status == "failed" and "unpaired surrogate" in instance.error
